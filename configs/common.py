@@ -1,0 +1,105 @@
+"""Shared defaults for every experiment family; presets override fields, never copy them."""
+import ml_collections
+
+
+def get_base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  c.data = ml_collections.ConfigDict()
+  c.data.name = "shapes"
+  c.data.data_dir = ""  # '' -> WORKDIR/data
+  c.data.height = 32
+  c.data.width = 32
+  c.data.num_frames = 9
+  c.data.fps = 8
+  c.data.speed = 2.0
+  c.data.min_size = 10.0
+  c.data.max_size = 13.0
+  c.data.two_object_prob = 0.25
+  c.data.noise_std = 2.0
+  c.data.num_train = 4096
+  c.data.num_heldout = 256
+  c.data.num_val = 256
+
+  # Video VAE (Wan 2.1 layout; patch_size 2 is the Wan 2.2-style pixel patchify).
+  c.vae = ml_collections.ConfigDict()
+  c.vae.dim = 96
+  c.vae.z_dim = 16
+  c.vae.dim_mult = (1, 2, 4, 4)
+  c.vae.num_res_blocks = 2
+  c.vae.attn_scales = ()
+  c.vae.temporal_downsample = (False, True, True)
+  c.vae.patch_size = 1
+  c.vae.dropout = 0.0
+
+  # Jointly trained text encoder over a hashed word tokenizer.
+  c.text = ml_collections.ConfigDict()
+  c.text.vocab_size = 4096
+  c.text.max_length = 32
+  c.text.width = 128
+  c.text.depth = 2
+  c.text.num_heads = 4
+
+  # Latent DiT (Wan 2.1 layout).
+  c.dit = ml_collections.ConfigDict()
+  c.dit.patch_size = (1, 2, 2)
+  c.dit.dim = 256
+  c.dit.ffn_dim = 1024
+  c.dit.freq_dim = 256
+  c.dit.num_heads = 4
+  c.dit.depth = 4
+  c.dit.qk_norm = True
+  c.dit.cross_attn_norm = True
+  c.dit.text_pool = True
+  c.dit.remat = False
+  c.dit.attention = "xla"  # xla | cudnn
+
+  c.train_vae = ml_collections.ConfigDict()
+  c.train_vae.steps = 2000
+  c.train_vae.batch_size = 16
+  c.train_vae.lr = 1e-3
+  c.train_vae.warmup_steps = 100
+  c.train_vae.weight_decay = 0.0
+  c.train_vae.grad_clip = 1.0
+  c.train_vae.kl_weight = 1e-6
+  c.train_vae.l1_weight = 1.0
+  c.train_vae.mse_weight = 1.0
+  c.train_vae.log_every = 50
+  c.train_vae.ckpt_every = 500
+
+  c.train_dit = ml_collections.ConfigDict()
+  c.train_dit.steps = 4000
+  c.train_dit.batch_size = 32
+  c.train_dit.lr = 5e-4
+  c.train_dit.warmup_steps = 200
+  c.train_dit.weight_decay = 0.0
+  c.train_dit.grad_clip = 1.0
+  c.train_dit.ema_decay = 0.999
+  c.train_dit.text_dropout = 0.1
+  c.train_dit.t_mean = 0.0
+  c.train_dit.t_std = 1.0
+  c.train_dit.shift = 1.0
+  c.train_dit.cache_latents = True
+  c.train_dit.log_every = 50
+  c.train_dit.ckpt_every = 1000
+
+  c.sample = ml_collections.ConfigDict()
+  c.sample.steps = 30
+  c.sample.solver = "heun"
+  c.sample.cfg_scale = 4.0
+  c.sample.shift = 1.0
+  c.sample.seed = 0
+  c.sample.batch_size = 32
+  c.sample.use_ema = True
+
+  c.eval = ml_collections.ConfigDict()
+  c.eval.num_prompts = 64
+  c.eval.num_recon = 64
+
+  c.mesh = ml_collections.ConfigDict()
+  c.mesh.data = -1  # -1: all devices left over
+  c.mesh.fsdp = 1
+  c.mesh.tensor = 1
+  c.checkpoint_keep = 2
+  return c

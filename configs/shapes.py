@@ -1,0 +1,83 @@
+"""Text-to-video on the built-in Shapes data.
+
+  python -m vidgen.main --config=configs/shapes.py:tiny --workdir=runs/tiny
+Presets: tiny (2-core CPU, the whole job in under 20 minutes), small (one GPU), test (seconds, for tests).
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import common  # noqa: E402  (configs are loaded by path, next to common.py)
+
+PRESETS = ("tiny", "small", "test")
+
+
+def get_config(preset: str = "tiny"):
+  c = common.get_base_config()
+  c.preset = preset
+  if preset == "tiny":
+    c.vae.dim = 32
+    c.vae.dim_mult = (1, 2, 4)
+    c.vae.num_res_blocks = 1
+    c.vae.temporal_downsample = (True, True)
+    c.vae.patch_size = 2
+    c.dit.patch_size = (1, 1, 1)
+    c.dit.dim = 192
+    c.dit.ffn_dim = 768
+    c.dit.num_heads = 3
+    c.dit.depth = 4
+  elif preset == "small":
+    c.data.height = c.data.width = 64
+    c.data.num_frames = 17
+    c.data.speed = 2.0
+    c.data.min_size = 18.0
+    c.data.max_size = 24.0
+    c.data.num_train = 16384
+    c.vae.dim = 64
+    c.vae.dim_mult = (1, 2, 4, 4)
+    c.vae.num_res_blocks = 2
+    c.vae.temporal_downsample = (False, True, True)
+    c.vae.patch_size = 1
+    c.dit.patch_size = (1, 2, 2)
+    c.dit.dim = 512
+    c.dit.ffn_dim = 2048
+    c.dit.num_heads = 8
+    c.dit.depth = 12
+    c.train_vae.steps = 20000
+    c.train_vae.batch_size = 32
+    c.train_dit.steps = 40000
+    c.train_dit.batch_size = 64
+  elif preset == "test":
+    c.data.num_train = 64
+    c.data.num_heldout = 16
+    c.data.num_val = 16
+    c.vae.dim = 8
+    c.vae.z_dim = 4
+    c.vae.dim_mult = (1, 2, 2)
+    c.vae.num_res_blocks = 1
+    c.vae.temporal_downsample = (True, True)
+    c.vae.patch_size = 2
+    c.text.width = 32
+    c.text.depth = 1
+    c.text.num_heads = 2
+    c.dit.patch_size = (1, 1, 1)
+    c.dit.dim = 32
+    c.dit.ffn_dim = 64
+    c.dit.num_heads = 2
+    c.dit.depth = 1
+    c.dit.freq_dim = 32
+    c.train_vae.steps = 4
+    c.train_vae.batch_size = 4
+    c.train_vae.log_every = 2
+    c.train_vae.ckpt_every = 2
+    c.train_dit.steps = 4
+    c.train_dit.batch_size = 4
+    c.train_dit.log_every = 2
+    c.train_dit.ckpt_every = 2
+    c.sample.steps = 2
+    c.sample.batch_size = 8
+    c.eval.num_prompts = 4
+    c.eval.num_recon = 4
+  else:
+    raise ValueError(f"Unknown preset {preset!r} for configs/shapes.py: allowed {PRESETS}")
+  return c

@@ -1,0 +1,34 @@
+"""vidgen: a JAX framework for text-to-video generation (causal video VAE + latent DiT)."""
+import setuptools
+
+setuptools.setup(
+    name="vidgen",
+    version="0.1.0",
+    description="JAX text-to-video: causal 3D video VAE + spacetime-patch DiT trained with rectified flow.",
+    long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
+    long_description_content_type="text/markdown",
+    packages=setuptools.find_packages(include=["vidgen", "vidgen.*"]),
+    python_requires=">=3.10",
+    install_requires=[
+        "jax>=0.6",
+        "flax>=0.10",
+        "optax>=0.2.4",
+        "orbax-checkpoint>=0.11",
+        "tensorflow-datasets>=4.9.8",
+        "array-record>=0.7",
+        "grain>=0.2.10",
+        "ml-collections>=1.0",
+        "absl-py>=2.1",
+        "av>=14",  # PyAV: mp4 writing and reading
+        "pillow>=10",
+        "tqdm>=4.66",
+        "tensorboardX>=2.6",
+        "matplotlib>=3.8",
+        "numpy>=1.26",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "gpu": ["jax[cuda12]"],
+        "tpu": ["jax[tpu]"],
+    },
+)

@@ -1,0 +1,107 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from vidgen.models import dit as dit_lib
+from vidgen.models import rope
+from vidgen.models import t2v
+from vidgen.models import text as text_lib
+from vidgen.models import tokenizer as tok_lib
+
+TEXT = dict(vocab_size=256, max_length=8, width=32, depth=1, num_heads=2)
+DIT = dict(patch_size=(1, 2, 2), in_dim=4, out_dim=4, dim=48, ffn_dim=64, freq_dim=32, num_heads=2, depth=2,
+           text_pool=True)
+
+
+def _model():
+  return t2v.TextToVideo(text_kwargs=TEXT, dit_kwargs=DIT)
+
+
+def _random_params(model, x, ids):
+  """Init, then perturb every param so zero-initialised gates do not hide wiring bugs."""
+  params = model.init(jax.random.key(0), x, jnp.zeros((x.shape[0],)), ids)["params"]
+  params = jax.tree_util.tree_map(lambda p: p, jax.tree_util.tree_map(lambda b: b, params))
+  import flax.linen as nn
+  params = nn.unbox(params)
+  leaves, treedef = jax.tree_util.tree_flatten(params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  return jax.tree_util.tree_unflatten(treedef, [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
+
+
+@pytest.mark.parametrize("grid", [(3, 4, 4), (2, 4, 8), (1, 8, 2)])
+def test_dit_output_shape_any_grid(grid):
+  model = _model()
+  x = jnp.ones((2, *grid, 4))
+  ids = jnp.asarray(tok_lib.HashedWordTokenizer(256, 8).encode_batch(["a red circle", ""])[0])
+  params = _random_params(model, x, ids)
+  v = model.apply({"params": params}, x, jnp.array([0.3, 0.9]), ids)
+  assert v.shape == x.shape
+  assert np.isfinite(np.asarray(v)).all()
+
+
+def test_dit_zero_init_outputs_zero():
+  model = _model()
+  x = jnp.ones((1, 3, 4, 4, 4))
+  ids = jnp.zeros((1, 8), jnp.int32)
+  variables = model.init(jax.random.key(0), x, jnp.zeros((1,)), ids)
+  assert float(jnp.abs(model.apply(variables, x, jnp.ones((1,)), ids)).max()) == 0.0
+
+
+def test_dit_depends_on_text_and_time():
+  model = _model()
+  x = jax.random.normal(jax.random.key(2), (1, 3, 4, 4, 4))
+  tok = tok_lib.HashedWordTokenizer(256, 8)
+  ids_a = jnp.asarray(tok.encode_batch(["a red circle moving left"])[0])
+  ids_b = jnp.asarray(tok.encode_batch(["a blue square moving up"])[0])
+  params = _random_params(model, x, ids_a)
+  va = model.apply({"params": params}, x, jnp.array([0.5]), ids_a)
+  vb = model.apply({"params": params}, x, jnp.array([0.5]), ids_b)
+  vt = model.apply({"params": params}, x, jnp.array([0.1]), ids_a)
+  assert float(jnp.abs(va - vb).max()) > 1e-4
+  assert float(jnp.abs(va - vt).max()) > 1e-4
+
+
+def test_unpatchify_inverts_patchify_order():
+  b, f, h, w, c = 1, 2, 4, 6, 3
+  x = jnp.arange(b * f * h * w * c, dtype=jnp.float32).reshape(b, f, h, w, c)
+  p = (1, 2, 2)
+  tokens = x.reshape(b, f, h // 2, 2, w // 2, 2, c).transpose(0, 1, 2, 4, 3, 5, 6).reshape(b, -1, 4 * c)
+  np.testing.assert_array_equal(dit_lib.unpatchify(tokens, (f, h // 2, w // 2), p, c), x)
+
+
+def test_rope_is_relative():
+  """q.k after rotation depends only on the position difference."""
+  angles = rope.rope_freqs((4, 3, 3), 12)
+  q = jax.random.normal(jax.random.key(0), (1, 1, 1, 12))
+  k = jax.random.normal(jax.random.key(1), (1, 1, 1, 12))
+  def dot(i, j):
+    qi = rope.apply_rope(q, angles[i:i + 1])
+    kj = rope.apply_rope(k, angles[j:j + 1])
+    return float(jnp.sum(qi * kj))
+  # token index = f*9 + h*3 + w: (0,0,0)-(1,0,0) vs (2,1,1)-(3,1,1)
+  assert abs(dot(0, 9) - dot(2 * 9 + 4, 3 * 9 + 4)) < 1e-4
+  assert abs(dot(0, 9) - dot(0, 18)) > 1e-4
+  assert rope.axis_pairs(128) == (22, 21, 21)
+
+
+def test_text_encoder_empty_prompt_is_valid_context():
+  enc = text_lib.TextEncoder(**TEXT)
+  ids = jnp.zeros((2, 8), jnp.int32)
+  variables = enc.init(jax.random.key(0), ids)
+  tokens, mask, pooled = enc.apply(variables, ids)
+  assert tokens.shape == (2, 9, 32) and pooled.shape == (2, 32)
+  assert mask[:, 0].all() and not mask[:, 1:].any()
+  assert np.isfinite(np.asarray(tokens)).all()
+
+
+def test_tokenizer_stable_truncates_and_pads(caplog):
+  tok = tok_lib.HashedWordTokenizer(4096, 4)
+  ids, mask = tok.encode("A Red circle, moving LEFT")
+  assert ids.shape == (4,) and mask.all()
+  assert tok.word_id("red") == tok_lib.HashedWordTokenizer(4096, 4).word_id("red")  # no per-process salt
+  assert list(ids) == [tok.word_id(w) for w in ["a", "red", "circle", "moving"]]
+  empty, empty_mask = tok.encode("")
+  assert (empty == tok_lib.PAD_ID).all() and not empty_mask.any()
+  with pytest.raises(ValueError, match="vocab_size"):
+    tok_lib.HashedWordTokenizer(1, 4)

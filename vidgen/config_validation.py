@@ -1,0 +1,63 @@
+"""Checks a config before anything is built or compiled: one error naming the field and what is allowed."""
+from __future__ import annotations
+
+from vidgen.diffusion import sampling
+from vidgen.models import attention
+
+
+class ConfigError(ValueError):
+  """A config field has a value the framework cannot use."""
+
+
+def _require(ok: bool, field: str, value, allowed: str):
+  if not ok:
+    raise ConfigError(f"config.{field}={value!r} is invalid: {allowed}")
+
+
+def vae_compression(vae) -> tuple[int, int]:
+  """(temporal, spatial) compression of a VAE config."""
+  return 2 ** sum(bool(x) for x in vae.temporal_downsample), vae.patch_size * 2 ** (len(vae.dim_mult) - 1)
+
+
+def validate(config) -> None:
+  d, v, dit, text, s = config.data, config.vae, config.dit, config.text, config.sample
+  _require(len(v.temporal_downsample) == len(v.dim_mult) - 1, "vae.temporal_downsample", tuple(v.temporal_downsample),
+           f"needs one flag per downsampling level, i.e. len(vae.dim_mult) - 1 = {len(v.dim_mult) - 1} flags")
+  _require(v.patch_size >= 1, "vae.patch_size", v.patch_size, "must be >= 1")
+  tc, sc = vae_compression(v)
+  _require(d.num_frames >= 1 and (d.num_frames - 1) % tc == 0, "data.num_frames", d.num_frames,
+           f"the VAE takes 1 + {tc}k frames (1, {1 + tc}, {1 + 2 * tc}, {1 + 4 * tc}, ...)")
+  pt, ph, pw = dit.patch_size
+  latent_frames = (d.num_frames - 1) // tc + 1
+  _require(latent_frames % pt == 0, "dit.patch_size", tuple(dit.patch_size),
+           f"the temporal patch must divide the {latent_frames} latent frames")
+  for field, size, p in (("data.height", d.height, ph), ("data.width", d.width, pw)):
+    _require(size > 0 and size % (sc * p) == 0, field, size,
+             f"must be a positive multiple of {sc * p} (VAE {sc}x spatial compression x DiT patch {p})")
+  _require(d.speed > 0, "data.speed", d.speed, "must be > 0 pixels per frame")
+  _require(d.num_train > 0, "data.num_train", d.num_train, "must be > 0")
+  _require(dit.dim % dit.num_heads == 0, "dit.num_heads", dit.num_heads, f"must divide dit.dim={dit.dim}")
+  _require((dit.dim // dit.num_heads) % 2 == 0, "dit.dim", dit.dim,
+           "dit.dim / dit.num_heads must be even (3D RoPE rotates pairs)")
+  _require(dit.attention in attention.IMPLEMENTATIONS, "dit.attention", dit.attention,
+           f"allowed {attention.IMPLEMENTATIONS}")
+  _require(text.width % text.num_heads == 0, "text.num_heads", text.num_heads, f"must divide text.width={text.width}")
+  _require(text.max_length >= 1, "text.max_length", text.max_length, "must be >= 1")
+  for name in ("train_vae", "train_dit"):
+    t = config[name]
+    _require(t.steps >= 0, f"{name}.steps", t.steps, "must be >= 0")
+    _require(t.batch_size >= 1, f"{name}.batch_size", t.batch_size, "must be >= 1")
+    _require(t.lr > 0, f"{name}.lr", t.lr, "must be > 0")
+    _require(t.log_every >= 1, f"{name}.log_every", t.log_every, "must be >= 1")
+    _require(t.ckpt_every >= 1, f"{name}.ckpt_every", t.ckpt_every, "must be >= 1")
+  _require(0.0 <= config.train_dit.text_dropout < 1.0, "train_dit.text_dropout", config.train_dit.text_dropout,
+           "must be in [0, 1)")
+  _require(0.0 <= config.train_dit.ema_decay < 1.0, "train_dit.ema_decay", config.train_dit.ema_decay,
+           "must be in [0, 1)")
+  _require(config.train_dit.shift > 0, "train_dit.shift", config.train_dit.shift, "must be > 0")
+  _require(s.steps >= 1, "sample.steps", s.steps, "must be >= 1")
+  _require(s.solver in sampling.SOLVERS, "sample.solver", s.solver, f"allowed {sampling.SOLVERS}")
+  _require(s.cfg_scale >= 0, "sample.cfg_scale", s.cfg_scale, "must be >= 0")
+  _require(s.shift > 0, "sample.shift", s.shift, "must be > 0")
+  _require(s.batch_size >= 1, "sample.batch_size", s.batch_size, "must be >= 1")
+  _require(config.eval.num_prompts >= 1, "eval.num_prompts", config.eval.num_prompts, "must be >= 1")

@@ -1,0 +1,121 @@
+"""Text-to-video from a trained workdir: prompts in, uint8 videos (and mp4 files + index.json) out."""
+from __future__ import annotations
+
+import json
+import os
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from PIL import Image
+
+from vidgen import video_io
+from vidgen.diffusion import sampling
+from vidgen.train import dit_trainer
+from vidgen.train import vae_trainer
+
+
+class MissingCheckpointError(FileNotFoundError):
+  """Generation was asked of a workdir that has no trained model yet."""
+
+
+def _require_checkpoint(workdir: str, name: str, mode: str):
+  path = os.path.join(workdir, name, "checkpoints")
+  if not os.path.isdir(path) or not any(p.isdigit() for p in os.listdir(path)):
+    raise MissingCheckpointError(
+        f"no {name.upper()} checkpoint in workdir {workdir!r} ({path}); create one with --mode={mode} "
+        f"(or --mode=all) on this workdir first")
+
+
+class Generator:
+  """Holds the frozen VAE and the (EMA) denoiser of a workdir and samples videos for prompts."""
+
+  def __init__(self, config, workdir: str, use_ema: bool | None = None):
+    _require_checkpoint(workdir, "vae", "train_vae")
+    _require_checkpoint(workdir, "dit", "train_dit")
+    self.config = config
+    use_ema = config.sample.use_ema if use_ema is None else use_ema
+    self.vae_params, stats = vae_trainer.load_vae_params(workdir)
+    field = "ema_params" if use_ema and config.train_dit.ema_decay > 0 else "params"
+    self.params = vae_trainer.restore_params(os.path.join(workdir, "dit", "checkpoints"), field)
+    self.latent_mean, self.latent_std = jnp.asarray(stats["mean"]), jnp.asarray(stats["std"])
+    self.model = dit_trainer.t2v_module(config)
+    self.tokenizer = dit_trainer.tokenizer(config)
+    self.grid = dit_trainer.latent_grid(config)
+    self._encode_text = jax.jit(lambda p, ids: self.model.apply({"params": p}, ids, method=self.model.encode_text))
+    self._velocity = jax.jit(self._cond_uncond_velocity)
+    self._decode = vae_trainer.decode_fn(config)
+
+  def _cond_uncond_velocity(self, params, x, t, text_c, text_u):
+    """Conditional and unconditional velocities in one batch of 2B."""
+    (ctx_c, mask_c, pool_c), (ctx_u, mask_u, pool_u) = text_c, text_u
+    xx = jnp.concatenate([x, x])
+    tt = jnp.full((xx.shape[0],), t, jnp.float32)
+    v = self.model.apply({"params": params}, xx, tt, jnp.concatenate([ctx_c, ctx_u]),
+                         jnp.concatenate([mask_c, mask_u]), jnp.concatenate([pool_c, pool_u]),
+                         method=self.model.velocity)
+    return v[: x.shape[0]], v[x.shape[0]:]
+
+  def generate(self, prompts: list[str], seed: int | None = None, *, steps: int | None = None,
+               solver: str | None = None, cfg_scale: float | None = None, shift: float | None = None,
+               progress: bool = True) -> np.ndarray:
+    """uint8 [N, T, H, W, 3]. Video i starts from the noise of seed + i, whatever the batching."""
+    s = self.config.sample
+    seed = s.seed if seed is None else seed
+    steps, solver = steps or s.steps, solver or s.solver
+    cfg_scale = s.cfg_scale if cfg_scale is None else cfg_scale
+    shift = s.shift if shift is None else shift
+    out = []
+    for start in range(0, len(prompts), s.batch_size):
+      batch = prompts[start: start + s.batch_size]
+      ids, _ = self.tokenizer.encode_batch(batch)
+      text_c = self._encode_text(self.params, ids)
+      text_u = self._encode_text(self.params, np.zeros_like(ids))
+      noise = jnp.stack([jax.random.normal(jax.random.key(seed + start + i), (*self.grid, self.config.vae.z_dim))
+                         for i in range(len(batch))])
+      cond_uncond = lambda x, t: self._velocity(self.params, x, t, text_c, text_u)
+      z = sampling.sample(sampling.guided(cond_uncond, cfg_scale), noise, num_steps=steps, solver=solver,
+                          shift=shift, progress=progress,
+                          desc=f"sampling {start + len(batch)}/{len(prompts)}")
+      z = z * self.latent_std + self.latent_mean
+      out.append(vae_trainer.to_uint8(self._decode(self.vae_params, z)))
+    return np.concatenate(out)
+
+  def settings(self, seed=None, **overrides) -> dict:
+    s = self.config.sample
+    d = dict(steps=s.steps, solver=s.solver, cfg_scale=s.cfg_scale, shift=s.shift, seed=s.seed)
+    d.update({k: v for k, v in overrides.items() if v is not None})
+    if seed is not None:
+      d["seed"] = seed
+    return d
+
+
+def slug(text: str, max_len: int = 40) -> str:
+  return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:max_len] or "unconditional"
+
+
+def write_videos(out_dir: str, videos: np.ndarray, prompts: list[str], settings: dict, fps: int,
+                 scale: int = 4) -> list[dict]:
+  """One mp4 per prompt plus OUT/index.json (prompt, file, seed, settings) and a frame grid PNG."""
+  os.makedirs(out_dir, exist_ok=True)
+  index = []
+  for i, (video, prompt) in enumerate(zip(videos, prompts)):
+    name = f"{i:03d}_{slug(prompt)}.mp4"
+    video_io.write_mp4(os.path.join(out_dir, name), video, fps=fps, scale=scale)
+    index.append({"prompt": prompt, "file": name, "seed": settings["seed"] + i, "settings": settings})
+  with open(os.path.join(out_dir, "index.json"), "w") as f:
+    json.dump(index, f, indent=1)
+  frame_grid(videos[:16]).save(os.path.join(out_dir, "grid.png"))
+  return index
+
+
+def frame_grid(videos: np.ndarray, scale: int = 3) -> Image.Image:
+  """Rows are videos, columns are frames: motion reads left to right."""
+  n, t, h, w, _ = videos.shape
+  pad = 2
+  canvas = np.full((n * (h + pad), t * (w + pad), 3), 255, np.uint8)
+  for i in range(n):
+    for j in range(t):
+      canvas[i * (h + pad): i * (h + pad) + h, j * (w + pad): j * (w + pad) + w] = videos[i, j]
+  return Image.fromarray(canvas).resize((canvas.shape[1] * scale, canvas.shape[0] * scale), Image.NEAREST)

@@ -1,0 +1,141 @@
+"""The latent diffusion transformer over spacetime patches, laid out like Wan 2.1's WanModel.
+
+Latent [B, F, H, W, C] -> patchify (pt, ph, pw) -> tokens -> blocks of (adaLN-modulated
+self-attention with 3D RoPE and QK-norm, cross-attention to text, adaLN-modulated GELU MLP) ->
+modulated head -> unpatchify to the velocity. Modules and parameters carry Wan's names
+(patch_embedding, text_embedding, time_embedding, time_projection, blocks_i/{self_attn, cross_attn,
+ffn, norm3, modulation}, head/{head, modulation}) so Wan 2.1 checkpoints map on mechanically
+(PyTorch Linear weights transpose; Conv3d OIDHW -> DHWIO). Two additions, off for Wan weights:
+`text_pool` adds a pooled text vector to the time embedding (fast attribute learning for small
+models), and `in_dim` > out_dim leaves room for frame-conditioning channels.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from vidgen.models import attention
+from vidgen.models import layers
+from vidgen.models import rope as rope_lib
+
+
+class DiTBlock(nn.Module):
+  num_heads: int
+  ffn_dim: int
+  qk_norm: bool = True
+  cross_attn_norm: bool = True
+  eps: float = 1e-6
+  implementation: str = "xla"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, e6, context, context_mask, freqs):
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    dim = x.shape[-1]
+    # adaLN-zero: the shared time projection is zero-initialised, so every block starts as identity.
+    modulation = self.param("modulation", nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), (None, None, "embed")), (1, 6, dim), self.param_dtype)
+    mod = (modulation.astype(jnp.float32) + e6.astype(jnp.float32))  # [B, 6, dim]
+    shift1, scale1, gate1, shift2, scale2, gate2 = [mod[:, i][:, None] for i in range(6)]
+    attn_kw = dict(qk_norm=self.qk_norm, eps=self.eps, implementation=self.implementation, **kw)
+
+    h = layers.LayerNorm(self.eps, name="norm1", **kw)(x).astype(jnp.float32)
+    h = (h * (1 + scale1) + shift1).astype(self.dtype)
+    h = attention.Attention(self.num_heads, name="self_attn", **attn_kw)(h, rope_freqs=freqs)
+    x = x + (h.astype(jnp.float32) * gate1).astype(x.dtype)
+
+    h = layers.LayerNorm(self.eps, affine=self.cross_attn_norm, name="norm3", **kw)(x)
+    x = x + attention.Attention(self.num_heads, name="cross_attn", **attn_kw)(
+        h, context=context, key_mask=context_mask)
+
+    h = layers.LayerNorm(self.eps, name="norm2", **kw)(x).astype(jnp.float32)
+    h = (h * (1 + scale2) + shift2).astype(self.dtype)
+    h = layers.MLP(self.ffn_dim, name="ffn", **kw)(h)
+    x = x + (h.astype(jnp.float32) * gate2).astype(x.dtype)
+    return layers.constrain(x, ("activation_batch", "activation_length", "activation_embed"))
+
+
+class DiT(nn.Module):
+  """Velocity model v(x_t, t, text) for rectified flow."""
+  patch_size: tuple[int, int, int] = (1, 2, 2)
+  in_dim: int = 16
+  out_dim: int = 16
+  dim: int = 1536
+  ffn_dim: int = 8960
+  freq_dim: int = 256
+  num_heads: int = 12
+  depth: int = 30
+  qk_norm: bool = True
+  cross_attn_norm: bool = True
+  text_pool: bool = False
+  eps: float = 1e-6
+  rope_theta: float = 10000.0
+  remat: bool = False
+  implementation: str = "xla"
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, t, context, context_mask=None, pooled=None):
+    """x [B, F, H, W, in_dim] noisy latent, t [B] in [0, 1], context [B, L, text_dim]."""
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    b, f, h, w, _ = x.shape
+    pt, ph, pw = self.patch_size
+    if f % pt or h % ph or w % pw:
+      raise ValueError(f"latent grid {(f, h, w)} is not divisible by dit.patch_size={self.patch_size}")
+    grid = (f // pt, h // ph, w // pw)
+
+    x = nn.Conv(self.dim, self.patch_size, strides=self.patch_size, padding="VALID",
+                name="patch_embedding", kernel_init=nn.with_logical_partitioning(
+                    nn.initializers.xavier_uniform(), (None, None, None, "conv_in", "embed")), **kw)(
+                        x.astype(self.dtype))
+    x = layers.constrain(x.reshape(b, -1, self.dim), ("activation_batch", "activation_length", "activation_embed"))
+
+    # Wan feeds timesteps on a 0..1000 scale.
+    e = layers.sinusoidal_embedding(t * 1000.0, self.freq_dim)
+    e = layers.dense(self.dim, (None, "embed"), "time_embedding_0", **kw)(e)
+    e = layers.dense(self.dim, ("embed", "embed_out"), "time_embedding_2", **kw)(nn.silu(e))
+    if self.text_pool:
+      if pooled is None:
+        raise ValueError("dit.text_pool=True needs the pooled text vector")
+      p = layers.dense(self.dim, (None, "embed"), "text_pool_embedding_0", **kw)(pooled)
+      e = e + layers.dense(self.dim, ("embed", "embed_out"), "text_pool_embedding_2", **kw)(nn.silu(p))
+    e6 = layers.dense(6 * self.dim, ("embed", "mlp"), "time_projection", zero_init=True, **kw)(nn.silu(e))
+    e6 = e6.reshape(b, 6, self.dim)
+
+    ctx = layers.dense(self.dim, (None, "embed"), "text_embedding_0", **kw)(context)
+    ctx = layers.dense(self.dim, ("embed", "embed_out"), "text_embedding_2", **kw)(
+        nn.gelu(ctx, approximate=True))
+
+    freqs = rope_lib.rope_freqs(grid, self.dim // self.num_heads, self.rope_theta)
+    block_cls = nn.remat(DiTBlock) if self.remat else DiTBlock
+    for i in range(self.depth):
+      x = block_cls(self.num_heads, self.ffn_dim, self.qk_norm, self.cross_attn_norm, self.eps,
+                    self.implementation, name=f"blocks_{i}", **kw)(x, e6, ctx, context_mask, freqs)
+
+    # Head: LayerNorm modulated by the time embedding (Wan's Head), zero-initialised output.
+    head_mod = self.param("head_modulation", nn.with_logical_partitioning(
+        nn.initializers.zeros_init(), (None, None, "embed")), (1, 2, self.dim), self.param_dtype)
+    mod = head_mod.astype(jnp.float32) + e.astype(jnp.float32)[:, None]
+    shift, scale = mod[:, 0][:, None], mod[:, 1][:, None]
+    x = layers.LayerNorm(self.eps, name="head_norm", **kw)(x).astype(jnp.float32)
+    x = (x * (1 + scale) + shift).astype(self.dtype)
+    x = layers.dense(pt * ph * pw * self.out_dim, ("embed", None), "head", zero_init=True, **kw)(x)
+    return unpatchify(x.astype(jnp.float32), grid, self.patch_size, self.out_dim)
+
+
+def unpatchify(x, grid, patch_size, channels):
+  """[B, F'*H'*W', pt*ph*pw*C] -> [B, F'*pt, H'*ph, W'*pw, C]; features ordered (pt, ph, pw, C) like Wan."""
+  b = x.shape[0]
+  (f, h, w), (pt, ph, pw) = grid, patch_size
+  x = x.reshape(b, f, h, w, pt, ph, pw, channels)
+  x = jnp.transpose(x, (0, 1, 4, 2, 5, 3, 6, 7))
+  return x.reshape(b, f * pt, h * ph, w * pw, channels)
+
+
+def count_params(params) -> int:
+  return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

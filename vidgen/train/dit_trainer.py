@@ -1,0 +1,115 @@
+"""Trains the text encoder + DiT jointly with rectified flow on (cached) VAE latents.
+
+The VAE is frozen, so the training clips are encoded once into posterior means and standard
+deviations (WORKDIR/dit/latent_cache.npz); each step draws a fresh posterior sample, normalises it
+with the VAE's latent statistics, blanks the text of a fraction of examples (classifier-free
+guidance) and regresses the velocity.
+"""
+from __future__ import annotations
+
+import os
+
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from vidgen.data import datasets
+from vidgen.data import pipeline
+from vidgen.diffusion import flow
+from vidgen.models import t2v
+from vidgen.models import tokenizer as tokenizer_lib
+from vidgen.parallel import rules
+from vidgen.train import loop
+from vidgen.train import vae_trainer
+
+
+def tokenizer(config) -> tokenizer_lib.HashedWordTokenizer:
+  return tokenizer_lib.HashedWordTokenizer(config.text.vocab_size, config.text.max_length)
+
+
+def latent_grid(config) -> tuple[int, int, int]:
+  d, v = config.data, config.vae
+  tc = 2 ** sum(bool(x) for x in v.temporal_downsample)
+  sc = v.patch_size * 2 ** (len(v.dim_mult) - 1)
+  return (d.num_frames - 1) // tc + 1, d.height // sc, d.width // sc
+
+
+def t2v_module(config) -> t2v.TextToVideo:
+  text, dit = config.text, config.dit
+  return t2v.TextToVideo(
+      text_kwargs=dict(vocab_size=text.vocab_size, max_length=text.max_length, width=text.width,
+                       depth=text.depth, num_heads=text.num_heads, implementation=dit.attention),
+      dit_kwargs=dict(patch_size=tuple(dit.patch_size), in_dim=config.vae.z_dim, out_dim=config.vae.z_dim,
+                      dim=dit.dim, ffn_dim=dit.ffn_dim, freq_dim=dit.freq_dim, num_heads=dit.num_heads,
+                      depth=dit.depth, qk_norm=dit.qk_norm, cross_attn_norm=dit.cross_attn_norm,
+                      text_pool=dit.text_pool, remat=dit.remat, implementation=dit.attention))
+
+
+def build_latent_cache(config, workdir: str, progress: bool = True) -> dict:
+  """Posterior mean/std of every training clip plus its caption ids; reused across restarts."""
+  path = os.path.join(workdir, "dit", "latent_cache.npz")
+  if os.path.exists(path):
+    with np.load(path) as f:
+      return dict(f)
+  vae_params, _ = vae_trainer.load_vae_params(workdir)
+  source = datasets.source(config.data, workdir, "train")
+  encode = vae_trainer.encode_fn(config)
+  tok = tokenizer(config)
+  means, stds, ids = [], [], []
+  batch = 32
+  for start in tqdm.trange(0, len(source), batch, desc="caching latents", disable=not progress, leave=False):
+    items = [source[i] for i in range(start, min(len(source), start + batch))]
+    mean, logvar = encode(vae_params, np.stack([it["video"] for it in items]))
+    means.append(np.asarray(mean, np.float32))
+    stds.append(np.asarray(jnp.exp(0.5 * logvar), np.float32))
+    ids.append(tok.encode_batch([_text(it["caption"]) for it in items])[0])
+  cache = {"mean": np.concatenate(means), "std": np.concatenate(stds), "ids": np.concatenate(ids)}
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = path + ".partial.npz"
+  np.savez(tmp, **cache)
+  os.replace(tmp, path)
+  logging.info("Cached %d latents %s at %s", len(cache["mean"]), cache["mean"].shape[1:], path)
+  return cache
+
+
+def _text(caption) -> str:
+  return caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
+
+
+def dit_loss(model, config, latent_mean, latent_std):
+  t = config.train_dit
+  shift_mean = jnp.asarray(latent_mean)
+  inv_std = 1.0 / jnp.asarray(latent_std)
+
+  def loss_fn(params, batch, rng):
+    r_post, r_drop, r_flow = jax.random.split(rng, 3)
+    z = batch["mean"] + batch["std"] * jax.random.normal(r_post, batch["mean"].shape)
+    z = (z - shift_mean) * inv_std
+    drop = jax.random.bernoulli(r_drop, t.text_dropout, (z.shape[0],))
+    ids = jnp.where(drop[:, None], tokenizer_lib.PAD_ID, batch["ids"])
+    context, mask, pooled = model.apply({"params": params}, ids, method=model.encode_text)
+    velocity = lambda x_t, tt: model.apply({"params": params}, x_t, tt, context, mask, pooled,
+                                           method=model.velocity)
+    loss = flow.flow_loss(velocity, z, r_flow, t_mean=t.t_mean, t_std=t.t_std, shift=t.shift)
+    return loss, {}
+  return loss_fn
+
+
+def train_dit(config, workdir: str, mesh, progress: bool = True):
+  t = config.train_dit
+  _, stats = vae_trainer.load_vae_params(workdir)
+  cache = build_latent_cache(config, workdir, progress=progress)
+  model = t2v_module(config)
+  grid = latent_grid(config)
+  dummy_x = jnp.zeros((1, *grid, config.vae.z_dim), jnp.float32)
+  dummy_ids = jnp.zeros((1, config.text.max_length), jnp.int32)
+  data_iter = pipeline.batched_iterator(pipeline.ArraySource(cache), t.batch_size, seed=config.seed + 1)
+  spec = loop.TrainSpec(
+      name="dit", init_params=lambda r: model.init(r, dummy_x, jnp.zeros((1,)), dummy_ids)["params"],
+      loss_fn=dit_loss(model, config, stats["mean"], stats["std"]), data_iter=data_iter, steps=t.steps,
+      batch_size=t.batch_size, lr=t.lr, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
+      grad_clip=t.grad_clip, log_every=t.log_every, ckpt_every=t.ckpt_every, ema_decay=t.ema_decay,
+      rules=rules.DIT_RULES)
+  return loop.train(spec, workdir=workdir, config=config, mesh=mesh, seed=config.seed + 1, progress=progress)

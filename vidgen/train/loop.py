@@ -1,0 +1,172 @@
+"""The training loop shared by the VAE and DiT trainers.
+
+Build the abstract state with jax.eval_shape, derive its shardings from the logical axis rules,
+create it with jax.jit(out_shardings=...), compile the step ahead of time (logging FLOPs and
+memory), then step, log, checkpoint, and resume from the newest checkpoint when one exists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import signal
+import time
+from typing import Any, Callable, Iterator
+
+from absl import logging
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import tqdm
+
+from vidgen.parallel import mesh as mesh_lib
+from vidgen.train import checkpoint as ckpt_lib
+from vidgen.train import metrics as metrics_lib
+from vidgen.train import state as state_lib
+
+
+@dataclasses.dataclass
+class TrainSpec:
+  """What differs between trainers; everything else is this loop."""
+  name: str                      # 'vae' or 'dit'; the subdirectory of the workdir
+  init_params: Callable          # rng -> boxed params (nn.Partitioned leaves)
+  loss_fn: Callable              # (params, batch, rng) -> (loss, metrics dict)
+  data_iter: Iterator            # a checkpointable grain iterator of host-local numpy batches
+  steps: int
+  batch_size: int
+  lr: float
+  warmup_steps: int
+  weight_decay: float
+  grad_clip: float
+  log_every: int
+  ckpt_every: int
+  ema_decay: float = 0.0
+  rules: tuple = ()
+
+
+class _Preemption:
+  """Turns SIGTERM into a save-and-exit at the next step boundary."""
+
+  def __init__(self):
+    self.requested = False
+    self._old = None
+
+  def __enter__(self):
+    try:
+      self._old = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # not the main thread
+      self._old = None
+    return self
+
+  def _handle(self, *_):
+    self.requested = True
+
+  def __exit__(self, *_):
+    if self._old is not None:
+      signal.signal(signal.SIGTERM, self._old)
+
+
+def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: bool = True):
+  """Runs (or resumes) training to spec.steps; returns the final TrainState."""
+  logdir = f"{workdir}/{spec.name}"
+  tx = state_lib.make_optimizer(spec.lr, spec.steps, spec.warmup_steps, spec.weight_decay, spec.grad_clip)
+  rng = jax.random.key(seed)
+  init_rng, step_rng = jax.random.split(rng)
+
+  def create(r):
+    return state_lib.TrainState.create(spec.init_params(r), tx, spec.ema_decay)
+
+  with jax.set_mesh(mesh), nn.logical_axis_rules(spec.rules):
+    abstract = jax.eval_shape(create, init_rng)
+    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, spec.rules)
+    abstract = _strip_boxes(abstract)
+
+    checkpointer = ckpt_lib.Checkpointer(f"{logdir}/checkpoints", keep=config.checkpoint_keep)
+    start = checkpointer.latest_step()
+    if start is not None:
+      state = checkpointer.restore(ckpt_lib.abstract_like(abstract, shardings), spec.data_iter)
+      start = int(state.step)
+      logging.info("%s: resuming at step %d", spec.name, start)
+    else:
+      state = jax.jit(lambda r: nn.unbox(create(r)), out_shardings=shardings)(init_rng)
+      start = 0
+    if start >= spec.steps:
+      checkpointer.close()
+      return state
+
+    def train_step(state, batch):
+      r = jax.random.fold_in(step_rng, state.step)
+      (loss, aux), grads = jax.value_and_grad(spec.loss_fn, has_aux=True)(state.params, batch, r)
+      new_state = state.apply_gradients(grads)
+      aux = dict(aux, loss=loss, grad_norm=_global_norm(grads))
+      return new_state, aux
+
+    batch_sharding = mesh_lib.batch_sharding(mesh)
+    first = next(spec.data_iter)
+    global_batch = jax.tree_util.tree_map(
+        lambda x: jax.make_array_from_process_local_data(batch_sharding, x), first)
+    step_fn = jax.jit(train_step, in_shardings=(shardings, batch_sharding),
+                      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+    t0 = time.perf_counter()
+    compiled = step_fn.lower(state, global_batch).compile()
+    flops = metrics_lib.compiled_flops(compiled)
+    logging.info("%s: compiled the step in %.1fs; %.3g FLOPs/step (XLA cost analysis)",
+                 spec.name, time.perf_counter() - t0, flops)
+    _log_memory(spec.name, compiled)
+
+    writer = metrics_lib.MetricWriter(logdir)
+    bar = tqdm.tqdm(total=spec.steps, initial=start, desc=f"train {spec.name}", disable=not progress,
+                    dynamic_ncols=True)
+    pending = first
+    last_time, last_step = time.perf_counter(), start
+    with _Preemption() as preempt:
+      for step in range(start, spec.steps):
+        batch = pending if pending is not None else next(spec.data_iter)
+        pending = None
+        batch = jax.tree_util.tree_map(
+            lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch)
+        state, aux = compiled(state, batch)
+        done = step + 1
+        if done % spec.log_every == 0 or done == spec.steps:
+          aux = jax.device_get(aux)
+          now = time.perf_counter()
+          step_time = (now - last_time) / (done - last_step)
+          last_time, last_step = now, done
+          scalars = {k: float(np.asarray(v)) for k, v in aux.items()}
+          scalars.update(step_time_s=step_time, examples_per_s=spec.batch_size / step_time,
+                         flops_per_step=flops, tflops_per_s=flops / step_time / 1e12)
+          writer.write(done, scalars)
+          bar.set_postfix(loss=f"{scalars['loss']:.4f}", s_per_step=f"{step_time:.2f}")
+        bar.update(1)
+        if done % spec.ckpt_every == 0 or done == spec.steps or preempt.requested:
+          checkpointer.save(done, state, spec.data_iter, config, force=preempt.requested)
+        if preempt.requested:
+          logging.warning("%s: SIGTERM at step %d: checkpoint saved, exiting", spec.name, done)
+          checkpointer.close()
+          raise SystemExit(143)
+    bar.close()
+    writer.close()
+    checkpointer.close()
+  return state
+
+
+def _strip_boxes(tree):
+  """Partitioned boxes -> their values, with no sharding constraint (for abstract trees)."""
+  return jax.tree_util.tree_map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, tree,
+                                is_leaf=lambda x: isinstance(x, nn.Partitioned))
+
+
+def _global_norm(tree):
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32))) for x in jax.tree_util.tree_leaves(tree)))
+
+
+def _log_memory(name: str, compiled: Any):
+  try:
+    mem = compiled.memory_analysis()
+  except Exception:
+    mem = None
+  if mem is None:
+    return
+  total = sum(getattr(mem, f, 0) for f in ("argument_size_in_bytes", "output_size_in_bytes",
+                                            "temp_size_in_bytes", "generated_code_size_in_bytes"))
+  logging.info("%s: step memory per device: %.1f MiB (arguments %.1f, temporaries %.1f)", name,
+               total / 2**20, mem.argument_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20)
