@@ -15,6 +15,7 @@ setuptools.setup(
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",
         "tensorflow-datasets>=4.9.8",
+        "importlib_resources",  # tensorflow-datasets 4.9.x imports it without declaring it
         "array-record>=0.7",
         "grain>=0.2.10",
         "ml-collections>=1.0",
