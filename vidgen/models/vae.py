@@ -1,0 +1,610 @@
+"""Causal 3D video VAE (Wan 2.1 layout) in Flax linen.
+
+Videos are channels-last float arrays ``[B, T, H, W, C]`` in [-1, 1] with ``T = 1 + 4k`` (for the default 4x
+temporal compression): the first frame is encoded on its own, so an image is a 1-frame video and images and
+videos share one latent space. Latents are ``[B, 1 + k, H / 8, W / 8, z_dim]`` for the default config.
+
+Every convolution is causal in time (all temporal padding on the past side), so latent frame ``j`` depends only
+on input frames ``<= 4j`` and decoded frame ``t`` only on latent frames ``<= ceil(t / 4)``. That makes streaming
+exact: ``encode_chunked`` / ``decode_chunked`` process the first frame alone, then 4 frames (1 latent frame) at a
+time under ``nn.scan``, carrying a small causal cache, and return the same result as ``encode`` / ``decode`` on the
+whole clip with memory independent of the clip length.
+
+Block protocol: every block below (``CausalConv3d``, ``ResidualBlock``, ``AttentionBlock``, ``Resample``,
+``Encoder3d``, ``Decoder3d``) maps ``(x, cache=None) -> (y, new_cache)``. ``cache=None`` means "the stream
+starts here" (causal zero padding), which is also the full-sequence path; ``new_cache`` is what the next chunk
+needs (``None`` for blocks that need nothing). Caches are plain pytrees of arrays keyed by submodule name:
+
+* ``CausalConv3d`` with temporal kernel 3: the last 2 frames of its (time-padded) input.
+* ``Resample('downsample3d')``: the last frame of the spatially downsampled input.
+* ``Resample('upsample3d')``: the cache of its ``time_conv``, which only ever sees frames ``1..`` (frame 0 of the
+  stream passes through unchanged), exactly like Wan's ``'Rep'`` cache logic.
+
+The full-sequence path has no Python loop over frames: 2D ops fold time into the batch, temporal resampling is a
+strided conv plus reshapes. On CPU a ``kt x kh x kw`` causal conv runs as ``kt`` 2D convs over time-shifted views
+(2-3x faster than XLA's CPU conv3d, forward and backward), elsewhere as one conv3d; both use the same
+DHWIO kernel.
+
+Extension (Wan 2.2 style): ``patch_size = p > 1`` pixel-unshuffles every frame ``(H, W, 3) -> (H/p, W/p, 3p^2)``
+before the encoder (channel order ``(c, r, q)`` as Wan 2.2's ``b c f (h q) (w r) -> b (c r q) f h w``) and
+shuffles back after the decoder. ``patch_size = 1`` is exactly Wan 2.1.
+
+Wan 2.1 weights (``Wan2.1_VAE.pth``, the default config: dim=96, z_dim=16, dim_mult=(1, 2, 4, 4),
+num_res_blocks=2, attn_scales=(), temporal_downsample=(False, True, True)) map on mechanically, see
+``wan_key_to_flax_path`` / ``params_from_wan_state_dict``:
+
+==============================================  ==============================================  ==================
+Wan 2.1 PyTorch state-dict key                  Flax param path (in ``params``)                 tensor transform
+==============================================  ==============================================  ==================
+``conv1.weight`` / ``conv1.bias``               ``conv1/kernel`` / ``conv1/bias``               OIDHW -> DHWIO
+``conv2.weight``                                ``conv2/kernel``                                OIDHW -> DHWIO
+``encoder.conv1.weight``                        ``encoder/conv1/kernel``                        OIDHW -> DHWIO
+``encoder.downsamples.0.residual.0.gamma``      ``encoder/downsamples_0/residual_0/gamma``      (C,1,1,1) -> (C,)
+``encoder.downsamples.0.residual.2.weight``     ``encoder/downsamples_0/residual_2/kernel``     OIDHW -> DHWIO
+``encoder.downsamples.0.residual.3.gamma``      ``encoder/downsamples_0/residual_3/gamma``      (C,1,1,1) -> (C,)
+``encoder.downsamples.0.residual.6.weight``     ``encoder/downsamples_0/residual_6/kernel``     OIDHW -> DHWIO
+``encoder.downsamples.3.shortcut.weight``       ``encoder/downsamples_3/shortcut/kernel``       OIDHW -> DHWIO
+``encoder.downsamples.2.resample.1.weight``     ``encoder/downsamples_2/resample_1/kernel``     OIHW -> HWIO
+``encoder.downsamples.5.time_conv.weight``      ``encoder/downsamples_5/time_conv/kernel``      OIDHW -> DHWIO
+``encoder.middle.1.norm.gamma``                 ``encoder/middle_1/norm/gamma``                 (C,1,1) -> (C,)
+``encoder.middle.1.to_qkv.weight``              ``encoder/middle_1/to_qkv/kernel``              OIHW -> HWIO
+``encoder.middle.1.proj.weight``                ``encoder/middle_1/proj/kernel``                OIHW -> HWIO
+``encoder.head.0.gamma`` / ``head.2.weight``    ``encoder/head_0/gamma`` / ``head_2/kernel``    as above
+``decoder.conv1.weight``                        ``decoder/conv1/kernel``                        OIDHW -> DHWIO
+``decoder.middle.{0,2}.residual.*``             ``decoder/middle_{0,2}/residual_*``             as above
+``decoder.upsamples.3.time_conv.weight``        ``decoder/upsamples_3/time_conv/kernel``        OIDHW -> DHWIO
+``decoder.upsamples.3.resample.1.weight``       ``decoder/upsamples_3/resample_1/kernel``       OIHW -> HWIO
+``decoder.head.2.weight``                       ``decoder/head_2/kernel``                       OIDHW -> DHWIO
+==============================================  ==============================================  ==================
+
+The rule: ``.N`` (a Sequential index) becomes ``_N``, ``.`` becomes ``/``, ``weight`` becomes ``kernel``; 5D conv
+weights transpose ``(2, 3, 4, 1, 0)``, 4D ones ``(2, 3, 1, 0)``, ``gamma`` is flattened, biases are unchanged.
+Sequential indices are kept as in Wan (``residual_2`` is the first conv, because indices 1, 4, 5 are SiLU /
+Dropout), and ``downsamples_i`` / ``upsamples_i`` count blocks across levels exactly as Wan's flat Sequentials do.
+Wan's latent normalisation (per-channel mean / std applied in its ``WanVAE`` wrapper) is not applied here; its
+values are ``WAN21_LATENT_MEAN`` / ``WAN21_LATENT_STD`` (normalised latent = (mean - MEAN) / STD).
+
+Deviations from Wan 2.1 (none affects the public weights):
+* Decoder channel schedule: Wan hard-codes "halve ``in_dim`` for levels 1, 2, 3" (because each upsample outputs
+  ``dim // 2``); here it is "every level after the first", identical for 4 levels and well defined for others.
+* Attention placement in the decoder uses the mirrored encoder scale (level ``i`` has scale
+  ``2 ** -(L - 1 - i)``); Wan's decoder starts one octave off. Only matters when ``attn_scales`` is non-empty.
+* Wan's non-cached forward skips the temporal resampling; here the full-sequence path computes what Wan's chunked
+  (cached) path computes, which is the behaviour its weights were trained with.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Any, Mapping, Optional, Sequence, Tuple
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+Array = jax.Array
+Dtype = Any
+Cache = Any  # a pytree of arrays (or None) mirroring the module tree
+
+LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
+
+# Per-channel latent statistics of the public Wan 2.1 VAE (from its ``WanVAE`` wrapper).
+WAN21_LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
+                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
+WAN21_LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
+                    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shape rules
+# ----------------------------------------------------------------------------------------------------------------
+
+def validate_video_shape(num_frames: int, height: int, width: int, *, spatial_compression: int = 8,
+                         temporal_compression: int = 4) -> None:
+  """Raises ValueError naming every problem with a ``(T, H, W)`` video shape and what is allowed instead."""
+  tc, sc = temporal_compression, spatial_compression
+  problems = []
+  if num_frames < 1 or (num_frames - 1) % tc:
+    lo = max(1, 1 + (num_frames - 1) // tc * tc)
+    hint = f"; nearest allowed: {lo} or {lo + tc}" if num_frames > 1 else ""
+    problems.append(f"num_frames={num_frames} must be 1 + {tc}k (1, {1 + tc}, {1 + 2 * tc}, ...): the first frame "
+                    f"is encoded alone, then groups of {tc}{hint}")
+  for name, size in (("height", height), ("width", width)):
+    if size < sc or size % sc:
+      lo = max(sc, size // sc * sc)
+      problems.append(f"{name}={size} must be a positive multiple of the spatial compression {sc} "
+                      f"(nearest allowed: {lo} or {lo + sc})")
+  if problems:
+    raise ValueError(f"invalid video shape (T, H, W) = ({num_frames}, {height}, {width}): " + "; ".join(problems))
+
+
+def _sub(cache: Cache, name: str) -> Cache:
+  return None if cache is None else cache[name]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Layers
+# ----------------------------------------------------------------------------------------------------------------
+
+def _conv2d(x: Array, kernel: Array, strides: Tuple[int, int], padding) -> Array:
+  """NHWC x HWIO -> NHWC; 1x1 stride-1 convs are plain matmuls (much faster than a conv on CPU)."""
+  if kernel.shape[:2] == (1, 1) and tuple(strides) == (1, 1) and all(p == (0, 0) for p in padding):
+    return jnp.einsum("...c,co->...o", x, kernel[0, 0])
+  return lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+class Conv2d(nn.Module):
+  """Per-image conv (Wan's ``nn.Conv2d``) with an HWIO ``kernel`` and ``bias``; input ``[N, H, W, C]``."""
+  features: int
+  kernel_size: Tuple[int, int] = (3, 3)
+  strides: Tuple[int, int] = (1, 1)
+  padding: Tuple[Tuple[int, int], Tuple[int, int]] = ((1, 1), (1, 1))
+  kernel_init: Any = nn.initializers.lecun_normal()
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+    y = _conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding)
+    return y + bias.astype(self.dtype)
+
+
+class CausalConv3d(nn.Module):
+  """3D conv, causal in time: ``2 * padding[0]`` frames of zeros (or the cache) in front, none behind.
+
+  ``padding`` is Wan's ``(pad_t, pad_h, pad_w)`` (default: half the kernel); spatial padding is symmetric zeros.
+  ``__call__(x, cache)`` returns ``(y, new_cache)``; the cache holds the last ``2 * pad_t`` input frames.
+  ``impl``: 'conv2d' (kt 2D convs over shifted frames), 'conv3d' (one XLA conv3d) or 'auto' (conv2d on CPU).
+  """
+  features: int
+  kernel_size: Tuple[int, int, int] = (3, 3, 3)
+  strides: Tuple[int, int, int] = (1, 1, 1)
+  padding: Optional[Tuple[int, int, int]] = None
+  impl: str = "auto"
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, cache: Optional[Array] = None) -> Tuple[Array, Optional[Array]]:
+    kt, kh, kw = self.kernel_size
+    pt, ph, pw = self.padding if self.padding is not None else (kt // 2, kh // 2, kw // 2)
+    kernel = self.param("kernel", nn.initializers.lecun_normal(), (kt, kh, kw, x.shape[-1], self.features),
+                        self.param_dtype)
+    bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+    x = x.astype(self.dtype)
+    n_cache = 2 * pt
+    new_cache = None
+    if n_cache:
+      if cache is None:
+        x = jnp.pad(x, ((0, 0), (n_cache, 0), (0, 0), (0, 0), (0, 0)))
+      else:
+        x = jnp.concatenate([cache.astype(self.dtype), x], axis=1)
+      new_cache = x[:, -n_cache:]
+    y = self._conv(x, kernel.astype(self.dtype), ((ph, ph), (pw, pw)))
+    return y + bias.astype(self.dtype), new_cache
+
+  def _conv(self, x: Array, kernel: Array, spatial_padding) -> Array:
+    """Temporal 'VALID' conv of an already time-padded ``x``."""
+    kt = kernel.shape[0]
+    st, sh, sw = self.strides
+    impl = self.impl if self.impl != "auto" else ("conv2d" if jax.default_backend() == "cpu" else "conv3d")
+    if impl == "conv3d" and kernel.shape[:3] != (1, 1, 1):
+      return lax.conv_general_dilated(x, kernel, self.strides, ((0, 0), *spatial_padding),
+                                      dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    b, t, h, w, c = x.shape
+    t_out = (t - kt) // st + 1
+    y = None
+    for i in range(kt):  # a loop over kernel taps, not frames
+      xi = lax.slice_in_dim(x, i, i + (t_out - 1) * st + 1, stride=st, axis=1).reshape(b * t_out, h, w, c)
+      yi = _conv2d(xi, kernel[i], (sh, sw), spatial_padding)
+      y = yi if y is None else y + yi
+    return y.reshape(b, t_out, *y.shape[1:])
+
+
+class RMSNorm(nn.Module):
+  """Wan's RMS_norm over the last (channel) axis: ``x / max(||x||_2, eps) * sqrt(C) * gamma (+ bias)``."""
+  use_bias: bool = False
+  eps: float = 1e-12
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    c = x.shape[-1]
+    gamma = self.param("gamma", nn.initializers.ones, (c,), self.param_dtype)
+    xf = x.astype(jnp.float32)
+    sq = jnp.sum(xf * xf, axis=-1, keepdims=True)
+    y = xf * lax.rsqrt(jnp.maximum(sq, self.eps * self.eps)) * (math.sqrt(c) * gamma.astype(jnp.float32))
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros, (c,), self.param_dtype).astype(jnp.float32)
+    return y.astype(self.dtype)
+
+
+class ResidualBlock(nn.Module):
+  """RMSNorm, SiLU, conv 3x3x3, RMSNorm, SiLU, dropout, conv 3x3x3 (+ 1x1x1 shortcut when dims differ)."""
+  in_dim: int
+  out_dim: int
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, cache: Cache = None, *, deterministic: bool = True) -> Tuple[Array, Cache]:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    h = nn.silu(RMSNorm(name="residual_0", **kw)(x))
+    h, c2 = CausalConv3d(self.out_dim, name="residual_2", **kw)(h, _sub(cache, "residual_2"))
+    h = nn.silu(RMSNorm(name="residual_3", **kw)(h))
+    h = nn.Dropout(self.dropout, name="residual_5")(h, deterministic=deterministic)
+    h, c6 = CausalConv3d(self.out_dim, name="residual_6", **kw)(h, _sub(cache, "residual_6"))
+    if self.in_dim != self.out_dim:
+      x, _ = CausalConv3d(self.out_dim, (1, 1, 1), name="shortcut", **kw)(x)
+    return x.astype(self.dtype) + h, {"residual_2": c2, "residual_6": c6}
+
+
+class AttentionBlock(nn.Module):
+  """Per-frame single-head self-attention over H*W (RMSNorm, 1x1 qkv, softmax, 1x1 proj, residual)."""
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, cache: Cache = None, *, deterministic: bool = True) -> Tuple[Array, Cache]:
+    del deterministic
+    b, t, h, w, c = x.shape
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    y = RMSNorm(name="norm", **kw)(x).reshape(b * t, h * w, c)  # fold time into batch, flatten space
+    qkv = Conv2d(3 * c, (1, 1), padding=((0, 0), (0, 0)), name="to_qkv", **kw)(y)
+    q, k, v = jnp.split(qkv[:, :, None, :], 3, axis=-1)  # [B*T, HW, 1 head, C]
+    y = jax.nn.dot_product_attention(q, k, v)[:, :, 0, :]
+    y = Conv2d(c, (1, 1), padding=((0, 0), (0, 0)), kernel_init=nn.initializers.zeros, name="proj", **kw)(y)
+    return x.astype(self.dtype) + y.reshape(b, t, h, w, c), None
+
+
+class Resample(nn.Module):
+  """Wan's Resample: 'downsample2d', 'downsample3d', 'upsample2d', 'upsample3d' (see the module docstring).
+
+  Up modes output ``dim // 2`` channels, down modes ``dim``.
+  """
+  dim: int
+  mode: str
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, cache: Cache = None, *, deterministic: bool = True) -> Tuple[Array, Cache]:
+    del deterministic
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    new_cache = None
+    if self.mode == "upsample3d":
+      # time_conv doubles the frame rate of frames 1.. (frame 0 of the stream passes unchanged and is never seen
+      # by time_conv, as in Wan's 'Rep' cache): 2*dim channels = two output frames, interleaved in time.
+      time_conv = CausalConv3d(2 * self.dim, (3, 1, 1), padding=(1, 0, 0), name="time_conv", **kw)
+      first, rest = (x[:, :1], x[:, 1:]) if cache is None else (None, x)
+      if rest.shape[1]:
+        y, new_cache = time_conv(rest, cache)
+        b, t, h, w, _ = y.shape
+        y = y.reshape(b, t, h, w, 2, self.dim).transpose(0, 1, 4, 2, 3, 5).reshape(b, 2 * t, h, w, self.dim)
+        x = y if first is None else jnp.concatenate([first.astype(y.dtype), y], axis=1)
+      else:  # a lone first frame: time_conv has seen nothing yet, its cache is zeros
+        new_cache = jnp.zeros((x.shape[0], 2, *x.shape[2:]), self.dtype)
+        if self.is_initializing():
+          time_conv(x)
+    b, t, h, w, c = x.shape
+    x = x.reshape(b * t, h, w, c)
+    if self.mode.startswith("upsample"):
+      x = jnp.broadcast_to(x[:, :, None, :, None, :], (b * t, h, 2, w, 2, c)).reshape(b * t, 2 * h, 2 * w, c)
+      x = Conv2d(self.dim // 2, name="resample_1", **kw)(x)
+    elif self.mode.startswith("downsample"):
+      x = Conv2d(self.dim, strides=(2, 2), padding=((0, 1), (0, 1)), name="resample_1", **kw)(x)
+    else:
+      raise ValueError(f"Resample.mode={self.mode!r}; allowed: 'upsample2d', 'upsample3d', 'downsample2d', "
+                       "'downsample3d'")
+    x = x.reshape(b, t, *x.shape[1:])
+    if self.mode == "downsample3d":
+      # Valid conv (3,1,1) stride 2: output i sees frames (2i, 2i+1, 2i+2); frame 0 of the stream passes alone.
+      time_conv = CausalConv3d(self.dim, (3, 1, 1), strides=(2, 1, 1), padding=(0, 0, 0), name="time_conv", **kw)
+      new_cache = x[:, -1:]
+      if cache is not None:
+        x, _ = time_conv(jnp.concatenate([cache.astype(x.dtype), x], axis=1))
+      elif x.shape[1] >= 3:
+        x = jnp.concatenate([x[:, :1], time_conv(x)[0]], axis=1)
+      elif self.is_initializing():
+        time_conv(jnp.concatenate([x, x, x], axis=1))
+    return x, new_cache
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encoder / decoder
+# ----------------------------------------------------------------------------------------------------------------
+
+def _run_blocks(blocks: Sequence[nn.Module], x: Array, cache: Cache, deterministic: bool) -> Tuple[Array, Cache]:
+  """Runs blocks in order; their caches are keyed by block name."""
+  new_cache = {}
+  for block in blocks:
+    x, new_cache[block.name] = block(x, _sub(cache, block.name), deterministic=deterministic)
+  return x, new_cache
+
+
+def _middle(dim: int, dropout: float, kw: dict) -> list:
+  """The middle stack shared by encoder and decoder: ``middle_0`` res, ``middle_1`` attention, ``middle_2`` res."""
+  return [ResidualBlock(dim, dim, dropout, name="middle_0", **kw), AttentionBlock(name="middle_1", **kw),
+          ResidualBlock(dim, dim, dropout, name="middle_2", **kw)]
+
+
+class Encoder3d(nn.Module):
+  """Wan's Encoder3d: conv1, ``downsamples_*`` (res [+attn] blocks and resamples), ``middle_*``, ``head_*``.
+
+  ``z_dim`` is the number of output channels (``VideoVAE`` passes ``2 * z_dim``: mean and log-variance).
+  """
+  dim: int = 96
+  z_dim: int = 32
+  dim_mult: Sequence[int] = (1, 2, 4, 4)
+  num_res_blocks: int = 2
+  attn_scales: Sequence[float] = ()
+  temporal_downsample: Sequence[bool] = (False, True, True)
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, cache: Cache = None, *, deterministic: bool = True) -> Tuple[Array, Cache]:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    dims = [self.dim * u for u in (1, *self.dim_mult)]
+    x, c1 = CausalConv3d(dims[0], name="conv1", **kw)(x, _sub(cache, "conv1"))
+    blocks, scale = [], 1.0
+    add = lambda cls, *args: blocks.append(cls(*args, name=f"downsamples_{len(blocks)}", **kw))
+    for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+      for _ in range(self.num_res_blocks):
+        add(ResidualBlock, in_dim, out_dim, self.dropout)
+        if scale in self.attn_scales:
+          add(AttentionBlock)
+        in_dim = out_dim
+      if i != len(self.dim_mult) - 1:
+        add(Resample, out_dim, "downsample3d" if self.temporal_downsample[i] else "downsample2d")
+        scale /= 2.0
+    x, c_down = _run_blocks(blocks, x, cache, deterministic)
+    x, c_mid = _run_blocks(_middle(dims[-1], self.dropout, kw), x, cache, deterministic)
+    x = nn.silu(RMSNorm(name="head_0", **kw)(x))
+    x, c_head = CausalConv3d(self.z_dim, name="head_2", **kw)(x, _sub(cache, "head_2"))
+    return x, {"conv1": c1, **c_down, **c_mid, "head_2": c_head}
+
+
+class Decoder3d(nn.Module):
+  """Wan's Decoder3d: conv1, ``middle_*``, ``upsamples_*`` (num_res_blocks + 1 res blocks per level, then an
+  upsample that halves the channels), ``head_*`` to ``out_channels``.
+
+  Channel schedule (Wan's): ``dims = dim * [dim_mult[-1], *reversed(dim_mult)]``; level ``i`` maps ``dims[i]``
+  (halved for ``i > 0``, since the previous upsample output ``dims[i] // 2``) to ``dims[i + 1]``.
+  """
+  dim: int = 96
+  z_dim: int = 16
+  dim_mult: Sequence[int] = (1, 2, 4, 4)
+  num_res_blocks: int = 2
+  attn_scales: Sequence[float] = ()
+  temporal_upsample: Sequence[bool] = (True, True, False)
+  out_channels: int = 3
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, cache: Cache = None, *, deterministic: bool = True) -> Tuple[Array, Cache]:
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    levels = len(self.dim_mult)
+    dims = [self.dim * u for u in (self.dim_mult[-1], *self.dim_mult[::-1])]
+    x, c1 = CausalConv3d(dims[0], name="conv1", **kw)(x, _sub(cache, "conv1"))
+    x, c_mid = _run_blocks(_middle(dims[0], self.dropout, kw), x, cache, deterministic)
+    blocks = []
+    add = lambda cls, *args: blocks.append(cls(*args, name=f"upsamples_{len(blocks)}", **kw))
+    for i, (in_dim, out_dim) in enumerate(zip(dims[:-1], dims[1:])):
+      in_dim = in_dim // 2 if i > 0 else in_dim
+      scale = 2.0 ** -(levels - 1 - i)
+      for _ in range(self.num_res_blocks + 1):
+        add(ResidualBlock, in_dim, out_dim, self.dropout)
+        if scale in self.attn_scales:
+          add(AttentionBlock)
+        in_dim = out_dim
+      if i != levels - 1:
+        add(Resample, out_dim, "upsample3d" if self.temporal_upsample[i] else "upsample2d")
+    x, c_up = _run_blocks(blocks, x, cache, deterministic)
+    x = nn.silu(RMSNorm(name="head_0", **kw)(x))
+    x, c_head = CausalConv3d(self.out_channels, name="head_2", **kw)(x, _sub(cache, "head_2"))
+    return x, {"conv1": c1, **c_mid, **c_up, "head_2": c_head}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The VAE
+# ----------------------------------------------------------------------------------------------------------------
+
+def patchify(x: Array, p: int) -> Array:
+  """``[B, T, H, W, C] -> [B, T, H/p, W/p, C*p*p]``, channel order ``(c, r, q)`` (Wan 2.2)."""
+  if p == 1:
+    return x
+  b, t, h, w, c = x.shape
+  x = x.reshape(b, t, h // p, p, w // p, p, c).transpose(0, 1, 2, 4, 6, 5, 3)
+  return x.reshape(b, t, h // p, w // p, c * p * p)
+
+
+def unpatchify(x: Array, p: int) -> Array:
+  """Inverse of ``patchify``."""
+  if p == 1:
+    return x
+  b, t, h, w, cpp = x.shape
+  x = x.reshape(b, t, h, w, cpp // (p * p), p, p).transpose(0, 1, 2, 6, 3, 5, 4)
+  return x.reshape(b, t, h * p, w * p, cpp // (p * p))
+
+
+def gaussian_kl(mean: Array, logvar: Array) -> Array:
+  """KL(N(mean, exp(logvar)) || N(0, I)) summed over all but the batch axis -> ``[B]``."""
+  kl = 0.5 * (jnp.square(mean) + jnp.exp(logvar) - 1.0 - logvar)
+  return jnp.sum(kl.reshape(kl.shape[0], -1), axis=-1)
+
+
+class VideoVAE(nn.Module):
+  """Causal 3D video VAE (Wan 2.1 ``WanVAE_``): ``encoder``, ``conv1`` (1x1x1, 2z -> 2z), ``conv2`` (z -> z),
+  ``decoder``. Defaults are Wan 2.1's (8x8 spatial, 4x temporal compression, 16 latent channels).
+
+  Inputs are ``[B, T, H, W, 3]`` in [-1, 1] with ``T = 1 + temporal_compression * k`` and ``H, W`` multiples of
+  ``spatial_compression``; outputs (mean, log-variance, reconstructions) are float32 whatever ``dtype`` is.
+  """
+  dim: int = 96
+  z_dim: int = 16
+  dim_mult: Sequence[int] = (1, 2, 4, 4)
+  num_res_blocks: int = 2
+  attn_scales: Sequence[float] = ()
+  temporal_downsample: Sequence[bool] = (False, True, True)
+  patch_size: int = 1
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+  param_dtype: Dtype = jnp.float32
+
+  def setup(self):
+    if len(self.temporal_downsample) != len(self.dim_mult) - 1:
+      raise ValueError(f"temporal_downsample={tuple(self.temporal_downsample)} needs len(dim_mult) - 1 = "
+                       f"{len(self.dim_mult) - 1} entries (one per downsampling level)")
+    if self.patch_size < 1:
+      raise ValueError(f"patch_size={self.patch_size} must be >= 1")
+    kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    common = dict(dim=self.dim, dim_mult=tuple(self.dim_mult), num_res_blocks=self.num_res_blocks,
+                  attn_scales=tuple(self.attn_scales), dropout=self.dropout, **kw)
+    self.encoder = Encoder3d(z_dim=2 * self.z_dim, temporal_downsample=tuple(self.temporal_downsample), **common)
+    self.conv1 = CausalConv3d(2 * self.z_dim, (1, 1, 1), **kw)
+    self.conv2 = CausalConv3d(self.z_dim, (1, 1, 1), **kw)
+    self.decoder = Decoder3d(z_dim=self.z_dim, temporal_upsample=tuple(self.temporal_downsample[::-1]),
+                             out_channels=3 * self.patch_size ** 2, **common)
+
+  # -- shapes --------------------------------------------------------------------------------------------------
+  @property
+  def spatial_compression(self) -> int:
+    return self.patch_size * 2 ** (len(self.dim_mult) - 1)
+
+  @property
+  def temporal_compression(self) -> int:
+    return 2 ** sum(bool(t) for t in self.temporal_downsample)
+
+  def validate_video_shape(self, num_frames: int, height: int, width: int) -> None:
+    validate_video_shape(num_frames, height, width, spatial_compression=self.spatial_compression,
+                         temporal_compression=self.temporal_compression)
+
+  def latent_shape(self, num_frames: int, height: int, width: int) -> Tuple[int, int, int, int]:
+    """``(T, H, W)`` of a video -> ``(T_lat, H_lat, W_lat, z_dim)`` of its latent (validates the shape)."""
+    self.validate_video_shape(num_frames, height, width)
+    sc, tc = self.spatial_compression, self.temporal_compression
+    return 1 + (num_frames - 1) // tc, height // sc, width // sc, self.z_dim
+
+  def _check_video(self, x: Array) -> None:
+    if x.ndim != 5 or x.shape[-1] != 3:
+      raise ValueError(f"expected a video [B, T, H, W, 3], got shape {tuple(x.shape)}")
+    self.validate_video_shape(*x.shape[1:4])
+
+  def _check_latent(self, z: Array) -> None:
+    if z.ndim != 5 or z.shape[-1] != self.z_dim:
+      raise ValueError(f"expected a latent [B, T, H, W, {self.z_dim}], got shape {tuple(z.shape)}")
+
+  # -- full sequence -------------------------------------------------------------------------------------------
+  def _moments(self, h: Array) -> Tuple[Array, Array]:
+    h, _ = self.conv1(h)
+    mean, logvar = jnp.split(h.astype(jnp.float32), 2, axis=-1)
+    return mean, jnp.clip(logvar, LOGVAR_MIN, LOGVAR_MAX)
+
+  def encode(self, x: Array, *, deterministic: bool = True) -> Tuple[Array, Array]:
+    """``[B, T, H, W, 3] -> (mean, logvar)``, each ``[B, 1 + (T-1)/tc, H/sc, W/sc, z_dim]``."""
+    self._check_video(x)
+    h, _ = self.encoder(patchify(x, self.patch_size), deterministic=deterministic)
+    return self._moments(h)
+
+  def decode(self, z: Array, *, deterministic: bool = True) -> Array:
+    """``[B, T_lat, h, w, z_dim] -> [B, 1 + tc (T_lat - 1), h sc, w sc, 3]`` (not clipped to [-1, 1])."""
+    self._check_latent(z)
+    h, _ = self.conv2(z)
+    h, _ = self.decoder(h, deterministic=deterministic)
+    return unpatchify(h.astype(jnp.float32), self.patch_size)
+
+  def __call__(self, x: Array, *, sample_posterior: bool = True,
+               deterministic: bool = True) -> Tuple[Array, Array, Array]:
+    """Returns ``(recon, mean, logvar)``; with ``sample_posterior`` draws z using the 'sample' rng stream."""
+    mean, logvar = self.encode(x, deterministic=deterministic)
+    z = mean
+    if sample_posterior:
+      z = mean + jnp.exp(0.5 * logvar) * jax.random.normal(self.make_rng("sample"), mean.shape, mean.dtype)
+    return self.decode(z, deterministic=deterministic), mean, logvar
+
+  # -- streaming -----------------------------------------------------------------------------------------------
+  def _stream(self, block: str, x: Array, chunk: int) -> Array:
+    """Runs ``getattr(self, block)`` on ``x[:, :1]`` then on chunks of ``chunk`` frames under ``nn.scan``,
+    carrying the causal cache; concatenates the outputs in time."""
+    y0, cache = getattr(self, block)(x[:, :1])
+    rest = x[:, 1:]
+    if not rest.shape[1]:
+      return y0
+    b, t = rest.shape[:2]
+    chunks = rest.reshape(b, t // chunk, chunk, *rest.shape[2:]).swapaxes(0, 1)
+
+    def body(mdl, carry, xs):
+      y, carry = getattr(mdl, block)(xs, carry)
+      return carry, y
+
+    scan = nn.scan(body, variable_broadcast="params", split_rngs={"params": False})
+    _, ys = scan(self, cache, chunks)  # [n, B, frames per chunk, ...]
+    ys = ys.swapaxes(0, 1).reshape(b, -1, *ys.shape[3:])
+    return jnp.concatenate([y0, ys.astype(y0.dtype)], axis=1)
+
+  def encode_chunked(self, x: Array, *, latents_per_chunk: int = 1) -> Tuple[Array, Array]:
+    """``encode`` with memory independent of T: the first frame alone, then ``tc * latents_per_chunk`` frames
+    at a time (Wan: 4) with a causal cache. Equals ``encode(x)`` to float tolerance."""
+    self._check_video(x)
+    tc = self.temporal_compression
+    n_lat = (x.shape[1] - 1) // tc
+    if n_lat % latents_per_chunk:
+      raise ValueError(f"latents_per_chunk={latents_per_chunk} must divide the {n_lat} latent frames after the "
+                       "first")
+    h = self._stream("encoder", patchify(x, self.patch_size), tc * latents_per_chunk)
+    return self._moments(h)
+
+  def decode_chunked(self, z: Array, *, latents_per_chunk: int = 1) -> Array:
+    """``decode`` with memory independent of T: latent frame 0 alone, then ``latents_per_chunk`` latent frames
+    at a time (Wan: 1) with a causal cache. Equals ``decode(z)`` to float tolerance."""
+    self._check_latent(z)
+    if (z.shape[1] - 1) % latents_per_chunk:
+      raise ValueError(f"latents_per_chunk={latents_per_chunk} must divide the {z.shape[1] - 1} latent frames "
+                       "after the first")
+    h, _ = self.conv2(z)
+    h = self._stream("decoder", h, latents_per_chunk)
+    return unpatchify(h.astype(jnp.float32), self.patch_size)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Wan 2.1 weight mapping
+# ----------------------------------------------------------------------------------------------------------------
+
+def wan_key_to_flax_path(key: str) -> Tuple[str, ...]:
+  """``'decoder.upsamples.3.resample.1.weight'`` -> ``('decoder', 'upsamples_3', 'resample_1', 'kernel')``."""
+  parts = re.sub(r"\.(\d+)(?=\.)", r"_\1", key).split(".")
+  return (*parts[:-1], "kernel" if parts[-1] == "weight" else parts[-1])
+
+
+def wan_tensor_to_flax(key: str, value: np.ndarray) -> np.ndarray:
+  """PyTorch layout -> Flax layout: OIDHW -> DHWIO, OIHW -> HWIO, RMS ``gamma`` (C, 1, ..) -> (C,)."""
+  value = np.asarray(value)
+  if key.endswith("gamma"):
+    return value.reshape(value.shape[0])
+  if key.endswith("weight"):
+    return value.transpose(2, 3, 4, 1, 0) if value.ndim == 5 else value.transpose(2, 3, 1, 0)
+  return value
+
+
+def params_from_wan_state_dict(state_dict: Mapping[str, Any]) -> dict:
+  """A Wan 2.1 VAE state dict (name -> numpy array) -> a nested Flax ``params`` dict for ``VideoVAE()``."""
+  params: dict = {}
+  for key, value in state_dict.items():
+    *path, leaf = wan_key_to_flax_path(key)
+    node = params
+    for p in path:
+      node = node.setdefault(p, {})
+    node[leaf] = wan_tensor_to_flax(key, value)
+  return params
