@@ -30,6 +30,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.vae.num_res_blocks = 2
   c.vae.attn_scales = ()
   c.vae.temporal_downsample = (False, True, True)
+  c.vae.spatial_downsample = (True, True, True)  # False keeps H, W at a level (for patch_size > 1)
   c.vae.patch_size = 1
   c.vae.dropout = 0.0
 

@@ -16,12 +16,15 @@ def _require(ok: bool, field: str, value, allowed: str):
 
 def vae_compression(vae) -> tuple[int, int]:
   """(temporal, spatial) compression of a VAE config."""
-  return 2 ** sum(bool(x) for x in vae.temporal_downsample), vae.patch_size * 2 ** (len(vae.dim_mult) - 1)
+  return (2 ** sum(bool(x) for x in vae.temporal_downsample),
+          vae.patch_size * 2 ** sum(bool(x) for x in vae.spatial_downsample))
 
 
 def validate(config) -> None:
   d, v, dit, text, s = config.data, config.vae, config.dit, config.text, config.sample
   _require(len(v.temporal_downsample) == len(v.dim_mult) - 1, "vae.temporal_downsample", tuple(v.temporal_downsample),
+           f"needs one flag per downsampling level, i.e. len(vae.dim_mult) - 1 = {len(v.dim_mult) - 1} flags")
+  _require(len(v.spatial_downsample) == len(v.dim_mult) - 1, "vae.spatial_downsample", tuple(v.spatial_downsample),
            f"needs one flag per downsampling level, i.e. len(vae.dim_mult) - 1 = {len(v.dim_mult) - 1} flags")
   _require(v.patch_size >= 1, "vae.patch_size", v.patch_size, "must be >= 1")
   tc, sc = vae_compression(v)
@@ -61,3 +64,11 @@ def validate(config) -> None:
   _require(s.shift > 0, "sample.shift", s.shift, "must be > 0")
   _require(s.batch_size >= 1, "sample.batch_size", s.batch_size, "must be >= 1")
   _require(config.eval.num_prompts >= 1, "eval.num_prompts", config.eval.num_prompts, "must be >= 1")
+
+
+def validate_for_mesh(config, data_parallel_size: int) -> None:
+  """Checks that need the device mesh: every global batch splits evenly over its data-parallel axes."""
+  for name in ("train_vae", "train_dit"):
+    b = config[name].batch_size
+    _require(b % data_parallel_size == 0, f"{name}.batch_size", b,
+             f"must be divisible by the mesh's data-parallel size {data_parallel_size} (data x fsdp)")

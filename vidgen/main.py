@@ -56,7 +56,11 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
 
   mesh = None
   if mode in ("all", "train_vae", "train_dit"):
-    mesh = mesh_lib.create_mesh(config.mesh)
+    try:
+      mesh = mesh_lib.create_mesh(config.mesh)
+    except ValueError as e:
+      raise config_validation.ConfigError(str(e)) from e
+    config_validation.validate_for_mesh(config, mesh_lib.data_parallel_size(mesh))
   if mode in ("all", "data"):
     timed("data", lambda: datasets.build(config.data, workdir))
   if mode in ("all", "train_vae"):
@@ -108,9 +112,11 @@ def main(argv):
       raise app.UsageError(f"--prompts_file {_PROMPTS_FILE.value!r} does not exist")
     with open(_PROMPTS_FILE.value, encoding="utf-8") as f:
       prompts += [line.rstrip("\n") for line in f if line.strip()]
+  if not flags.FLAGS["verbosity"].present:
+    logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, tfds) off unless -v 0 is given
   from vidgen import config_validation
   from vidgen import generate as generate_lib
-  logging.info("JAX devices: %s", jax.devices())
+  print(f"JAX {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s)")
   try:
     result = run(_CONFIG.value, _WORKDIR.value, _MODE.value, prompts, _OUT_DIR.value, _SEED.value,
                  progress=not _NO_PROGRESS.value)

@@ -268,10 +268,12 @@ class AttentionBlock(nn.Module):
 class Resample(nn.Module):
   """Wan's Resample: 'downsample2d', 'downsample3d', 'upsample2d', 'upsample3d' (see the module docstring).
 
-  Up modes output ``dim // 2`` channels, down modes ``dim``.
+  Up modes output ``dim // 2`` channels, down modes ``dim``. ``spatial=False`` (a vidgen extension for
+  large ``patch_size``) keeps the frame size: the spatial conv runs at stride 1 and only time is resampled.
   """
   dim: int
   mode: str
+  spatial: bool = True
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
@@ -297,10 +299,14 @@ class Resample(nn.Module):
     b, t, h, w, c = x.shape
     x = x.reshape(b * t, h, w, c)
     if self.mode.startswith("upsample"):
-      x = jnp.broadcast_to(x[:, :, None, :, None, :], (b * t, h, 2, w, 2, c)).reshape(b * t, 2 * h, 2 * w, c)
+      if self.spatial:
+        x = jnp.broadcast_to(x[:, :, None, :, None, :], (b * t, h, 2, w, 2, c)).reshape(b * t, 2 * h, 2 * w, c)
       x = Conv2d(self.dim // 2, name="resample_1", **kw)(x)
     elif self.mode.startswith("downsample"):
-      x = Conv2d(self.dim, strides=(2, 2), padding=((0, 1), (0, 1)), name="resample_1", **kw)(x)
+      if self.spatial:
+        x = Conv2d(self.dim, strides=(2, 2), padding=((0, 1), (0, 1)), name="resample_1", **kw)(x)
+      else:
+        x = Conv2d(self.dim, name="resample_1", **kw)(x)
     else:
       raise ValueError(f"Resample.mode={self.mode!r}; allowed: 'upsample2d', 'upsample3d', 'downsample2d', "
                        "'downsample3d'")
@@ -336,6 +342,10 @@ def _middle(dim: int, dropout: float, kw: dict) -> list:
           ResidualBlock(dim, dim, dropout, name="middle_2", **kw)]
 
 
+def _spatial_flags(flags: Sequence[bool] | None, levels: int) -> tuple:
+  return (True,) * (levels - 1) if flags is None else tuple(flags)
+
+
 class Encoder3d(nn.Module):
   """Wan's Encoder3d: conv1, ``downsamples_*`` (res [+attn] blocks and resamples), ``middle_*``, ``head_*``.
 
@@ -347,6 +357,7 @@ class Encoder3d(nn.Module):
   num_res_blocks: int = 2
   attn_scales: Sequence[float] = ()
   temporal_downsample: Sequence[bool] = (False, True, True)
+  spatial_downsample: Sequence[bool] | None = None  # None: every level (Wan)
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -354,6 +365,7 @@ class Encoder3d(nn.Module):
   @nn.compact
   def __call__(self, x: Array, cache: Cache = None, *, deterministic: bool = True) -> Tuple[Array, Cache]:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+    spatial = _spatial_flags(self.spatial_downsample, len(self.dim_mult))
     dims = [self.dim * u for u in (1, *self.dim_mult)]
     x, c1 = CausalConv3d(dims[0], name="conv1", **kw)(x, _sub(cache, "conv1"))
     blocks, scale = [], 1.0
@@ -365,7 +377,7 @@ class Encoder3d(nn.Module):
           add(AttentionBlock)
         in_dim = out_dim
       if i != len(self.dim_mult) - 1:
-        add(Resample, out_dim, "downsample3d" if self.temporal_downsample[i] else "downsample2d")
+        add(Resample, out_dim, "downsample3d" if self.temporal_downsample[i] else "downsample2d", spatial[i])
         scale /= 2.0
     x, c_down = _run_blocks(blocks, x, cache, deterministic)
     x, c_mid = _run_blocks(_middle(dims[-1], self.dropout, kw), x, cache, deterministic)
@@ -387,6 +399,7 @@ class Decoder3d(nn.Module):
   num_res_blocks: int = 2
   attn_scales: Sequence[float] = ()
   temporal_upsample: Sequence[bool] = (True, True, False)
+  spatial_upsample: Sequence[bool] | None = None  # None: every level (Wan)
   out_channels: int = 3
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
@@ -396,6 +409,7 @@ class Decoder3d(nn.Module):
   def __call__(self, x: Array, cache: Cache = None, *, deterministic: bool = True) -> Tuple[Array, Cache]:
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     levels = len(self.dim_mult)
+    spatial = _spatial_flags(self.spatial_upsample, levels)
     dims = [self.dim * u for u in (self.dim_mult[-1], *self.dim_mult[::-1])]
     x, c1 = CausalConv3d(dims[0], name="conv1", **kw)(x, _sub(cache, "conv1"))
     x, c_mid = _run_blocks(_middle(dims[0], self.dropout, kw), x, cache, deterministic)
@@ -410,7 +424,7 @@ class Decoder3d(nn.Module):
           add(AttentionBlock)
         in_dim = out_dim
       if i != levels - 1:
-        add(Resample, out_dim, "upsample3d" if self.temporal_upsample[i] else "upsample2d")
+        add(Resample, out_dim, "upsample3d" if self.temporal_upsample[i] else "upsample2d", spatial[i])
     x, c_up = _run_blocks(blocks, x, cache, deterministic)
     x = nn.silu(RMSNorm(name="head_0", **kw)(x))
     x, c_head = CausalConv3d(self.out_channels, name="head_2", **kw)(x, _sub(cache, "head_2"))
@@ -458,12 +472,16 @@ class VideoVAE(nn.Module):
   num_res_blocks: int = 2
   attn_scales: Sequence[float] = ()
   temporal_downsample: Sequence[bool] = (False, True, True)
+  spatial_downsample: Sequence[bool] | None = None  # None: every level halves H and W (Wan)
   patch_size: int = 1
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
 
   def setup(self):
+    spatial = _spatial_flags(self.spatial_downsample, len(self.dim_mult))
+    if len(spatial) != len(self.dim_mult) - 1:
+      raise ValueError(f"spatial_downsample={spatial} needs len(dim_mult) - 1 = {len(self.dim_mult) - 1} entries")
     if len(self.temporal_downsample) != len(self.dim_mult) - 1:
       raise ValueError(f"temporal_downsample={tuple(self.temporal_downsample)} needs len(dim_mult) - 1 = "
                        f"{len(self.dim_mult) - 1} entries (one per downsampling level)")
@@ -472,16 +490,17 @@ class VideoVAE(nn.Module):
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     common = dict(dim=self.dim, dim_mult=tuple(self.dim_mult), num_res_blocks=self.num_res_blocks,
                   attn_scales=tuple(self.attn_scales), dropout=self.dropout, **kw)
-    self.encoder = Encoder3d(z_dim=2 * self.z_dim, temporal_downsample=tuple(self.temporal_downsample), **common)
+    self.encoder = Encoder3d(z_dim=2 * self.z_dim, temporal_downsample=tuple(self.temporal_downsample),
+                             spatial_downsample=spatial, **common)
     self.conv1 = CausalConv3d(2 * self.z_dim, (1, 1, 1), **kw)
     self.conv2 = CausalConv3d(self.z_dim, (1, 1, 1), **kw)
     self.decoder = Decoder3d(z_dim=self.z_dim, temporal_upsample=tuple(self.temporal_downsample[::-1]),
-                             out_channels=3 * self.patch_size ** 2, **common)
+                             spatial_upsample=spatial[::-1], out_channels=3 * self.patch_size ** 2, **common)
 
   # -- shapes --------------------------------------------------------------------------------------------------
   @property
   def spatial_compression(self) -> int:
-    return self.patch_size * 2 ** (len(self.dim_mult) - 1)
+    return self.patch_size * 2 ** sum(_spatial_flags(self.spatial_downsample, len(self.dim_mult)))
 
   @property
   def temporal_compression(self) -> int:

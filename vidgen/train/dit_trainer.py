@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from vidgen import config_validation
 from vidgen.data import datasets
 from vidgen.data import pipeline
 from vidgen.diffusion import flow
@@ -30,9 +31,8 @@ def tokenizer(config) -> tokenizer_lib.HashedWordTokenizer:
 
 
 def latent_grid(config) -> tuple[int, int, int]:
-  d, v = config.data, config.vae
-  tc = 2 ** sum(bool(x) for x in v.temporal_downsample)
-  sc = v.patch_size * 2 ** (len(v.dim_mult) - 1)
+  d = config.data
+  tc, sc = config_validation.vae_compression(config.vae)
   return (d.num_frames - 1) // tc + 1, d.height // sc, d.width // sc
 
 

@@ -85,7 +85,7 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
     if start is not None:
       state = checkpointer.restore(ckpt_lib.abstract_like(abstract, shardings), spec.data_iter)
       start = int(state.step)
-      logging.info("%s: resuming at step %d", spec.name, start)
+      tqdm.tqdm.write(f"{spec.name}: resuming from the checkpoint at step {start}")
     else:
       state = jax.jit(lambda r: nn.unbox(create(r)), out_shardings=shardings)(init_rng)
       start = 0
@@ -109,8 +109,8 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
     t0 = time.perf_counter()
     compiled = step_fn.lower(state, global_batch).compile()
     flops = metrics_lib.compiled_flops(compiled)
-    logging.info("%s: compiled the step in %.1fs; %.3g FLOPs/step (XLA cost analysis)",
-                 spec.name, time.perf_counter() - t0, flops)
+    tqdm.tqdm.write(f"{spec.name}: step compiled in {time.perf_counter() - t0:.1f}s, "
+                    f"{flops:.3g} FLOPs/step (XLA cost analysis)")
     _log_memory(spec.name, compiled)
 
     writer = metrics_lib.MetricWriter(logdir)
@@ -168,5 +168,5 @@ def _log_memory(name: str, compiled: Any):
     return
   total = sum(getattr(mem, f, 0) for f in ("argument_size_in_bytes", "output_size_in_bytes",
                                             "temp_size_in_bytes", "generated_code_size_in_bytes"))
-  logging.info("%s: step memory per device: %.1f MiB (arguments %.1f, temporaries %.1f)", name,
-               total / 2**20, mem.argument_size_in_bytes / 2**20, mem.temp_size_in_bytes / 2**20)
+  tqdm.tqdm.write(f"{name}: step memory per device {total / 2**20:.1f} MiB (arguments "
+                  f"{mem.argument_size_in_bytes / 2**20:.1f}, temporaries {mem.temp_size_in_bytes / 2**20:.1f})")

@@ -1,0 +1,62 @@
+"""The command line and config checks: bad input fails early with one line naming the field."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests import helpers
+from vidgen import config_validation
+from vidgen import generate as generate_lib
+from vidgen import main as main_lib
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("data.num_frames", 8, "config.data.num_frames=8"),
+    ("data.height", 36, "config.data.height=36"),
+    ("train_dit.steps", -1, "config.train_dit.steps=-1"),
+    ("sample.solver", "rk9", "config.sample.solver='rk9'"),
+    ("dit.num_heads", 5, "config.dit.num_heads=5"),
+])
+def test_invalid_fields_fail_before_anything_runs(tmp_path, field, value, needle):
+  config = helpers.load_config(**{field: value})
+  with pytest.raises(config_validation.ConfigError, match=needle.replace("(", r"\(").replace("[", r"\[")):
+    main_lib.run(config, str(tmp_path), "all", progress=False)
+  assert not os.listdir(tmp_path)  # nothing built, nothing compiled
+
+
+def test_batch_not_divisible_by_mesh_fails_early(tmp_path):
+  config = helpers.load_config(**{"train_dit.batch_size": 12})  # 8 faked devices
+  with pytest.raises(config_validation.ConfigError, match="train_dit.batch_size=12.*divisible by"):
+    main_lib.run(config, str(tmp_path), "all", progress=False)
+  config = helpers.load_config(**{"mesh.fsdp": 3})
+  with pytest.raises(config_validation.ConfigError, match="config.mesh"):
+    main_lib.run(config, str(tmp_path), "all", progress=False)
+
+
+def test_all_presets_validate():
+  for preset in ("tiny", "small", "test"):
+    config_validation.validate(helpers.load_config(preset))
+
+
+def test_generate_without_checkpoint_names_workdir_and_mode(tmp_path):
+  with pytest.raises(generate_lib.MissingCheckpointError, match=r"--mode=train_vae"):
+    main_lib.run(helpers.load_config(), str(tmp_path), "generate", prompts=["a red circle moving left"])
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", "vidgen.main", *args], capture_output=True, text=True,
+                        cwd=helpers.ROOT, timeout=120)
+
+
+def test_cli_unknown_preset_and_bad_field(tmp_path):
+  bad = _cli("--config=configs/shapes.py:huge", f"--workdir={tmp_path}")
+  assert bad.returncode != 0 and "Unknown preset 'huge'" in bad.stderr and "tiny" in bad.stderr
+  field = _cli("--config=configs/shapes.py:test", f"--workdir={tmp_path}", "--config.data.num_frames=6")
+  assert field.returncode == 2
+  assert field.stderr.strip().splitlines()[-1].startswith("error: config.data.num_frames=6")
+
+
+def test_cli_generate_without_checkpoint(tmp_path):
+  out = _cli("--config=configs/shapes.py:test", f"--workdir={tmp_path}", "--mode=generate", "--prompt=a red ball")
+  assert out.returncode == 2 and str(tmp_path) in out.stderr and "--mode=train_vae" in out.stderr

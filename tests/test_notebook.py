@@ -1,0 +1,24 @@
+"""colab/quickstart.ipynb runs top to bottom (with the seconds-long 'test' preset)."""
+import os
+
+import nbclient
+import nbformat
+
+from tests import helpers
+
+
+def test_quickstart_notebook_executes(tmp_path):
+  nb = nbformat.read(os.path.join(helpers.ROOT, "colab", "quickstart.ipynb"), as_version=4)
+  os.environ["VIDGEN_NOTEBOOK_PRESET"] = "test"
+  os.environ["VIDGEN_NOTEBOOK_WORKDIR"] = str(tmp_path / "run")
+  os.environ["VIDGEN_REPO"] = helpers.ROOT
+  try:
+    nbclient.NotebookClient(nb, timeout=600, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+  finally:
+    for k in ("VIDGEN_NOTEBOOK_PRESET", "VIDGEN_NOTEBOOK_WORKDIR", "VIDGEN_REPO"):
+      os.environ.pop(k, None)
+  outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+  assert any("image/png" in o.get("data", {}) for o in outputs)
+  assert any("video/mp4;base64" in o.get("data", {}).get("text/html", "") for o in outputs)
+  assert (tmp_path / "run" / "report.json").exists()
