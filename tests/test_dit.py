@@ -1,3 +1,4 @@
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -20,10 +21,7 @@ def _model():
 
 def _random_params(model, x, ids):
   """Init, then perturb every param so zero-initialised gates do not hide wiring bugs."""
-  params = model.init(jax.random.key(0), x, jnp.zeros((x.shape[0],)), ids)["params"]
-  params = jax.tree_util.tree_map(lambda p: p, jax.tree_util.tree_map(lambda b: b, params))
-  import flax.linen as nn
-  params = nn.unbox(params)
+  params = nn.unbox(model.init(jax.random.key(0), x, jnp.zeros((x.shape[0],)), ids)["params"])
   leaves, treedef = jax.tree_util.tree_flatten(params)
   keys = jax.random.split(jax.random.key(1), len(leaves))
   return jax.tree_util.tree_unflatten(treedef, [l + 0.05 * jax.random.normal(k, l.shape) for l, k in zip(leaves, keys)])
