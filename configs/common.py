@@ -32,6 +32,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.vae.temporal_downsample = (False, True, True)
   c.vae.spatial_downsample = (True, True, True)  # False keeps H, W at a level (for patch_size > 1)
   c.vae.patch_size = 1
+  c.vae.temporal_patch_size = 1  # > 1 folds frames into channels at the input (after frame 0)
   c.vae.dropout = 0.0
 
   # Jointly trained text encoder over a hashed word tokenizer.

@@ -90,6 +90,38 @@ def test_patchify_roundtrip_and_order():
   np.testing.assert_array_equal(y[0, 0, 1, 0, c * 4 + r * 2 + q], x[0, 0, 2 + q, 0 + r, c])
 
 
+def test_temporal_patchify_keeps_the_first_frame_alone():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 9, 4, 4, 3))
+  y = V.patchify(x, 2, 4)
+  assert y.shape == (2, 3, 2, 2, 48)
+  np.testing.assert_array_equal(V.unpatchify(y, 2, 4), x)
+  # Patch 0 is frame 0 repeated: nothing of frames 1.. leaks into latent frame 0. Order (c, t, r, q).
+  for t in range(4):
+    np.testing.assert_array_equal(y[:, 0, :, :, t * 4::16], V.patchify(x[:, :1], 2)[:, 0, :, :, ::4])
+  c, t, r, q = 2, 3, 1, 0
+  np.testing.assert_array_equal(y[0, 2, 1, 0, c * 16 + t * 4 + r * 2 + q], x[0, 4 + t + 1, 2 + q, r, c])
+
+
+def test_temporal_patch_vae_is_causal_and_streams_exactly():
+  model = V.VideoVAE(dim=8, z_dim=4, dim_mult=(1, 2), num_res_blocks=1, temporal_downsample=(False,),
+                     patch_size=2, temporal_patch_size=4)
+  assert model.temporal_compression == 4 and model.spatial_compression == 4
+  x = _video(6, 1, 9)
+  params = _jit(model.init)({"params": _key(0)}, x)["params"]
+  encode = _jit(lambda p, x: model.apply({"params": p}, x, method=model.encode)[0])
+  mean = encode(params, x)
+  assert mean.shape == (1, 3, 4, 4, 4)
+  mean2 = encode(params, x.at[:, 5].set(-x[:, 5]))
+  np.testing.assert_array_equal(mean[:, :2], mean2[:, :2])
+  assert not np.allclose(mean[:, 2], mean2[:, 2])
+  stream = _jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_chunked)[0])
+  np.testing.assert_allclose(stream(params, x), mean, atol=1e-5, rtol=1e-5)
+  decode = lambda m: _jit(lambda p, z: model.apply({"params": p}, z, method=getattr(model, m)))(params, mean)
+  full = decode("decode")
+  assert full.shape == x.shape
+  np.testing.assert_allclose(decode("decode_chunked"), full, atol=1e-5, rtol=1e-5)
+
+
 def test_causal_conv_impls_agree():
   x = jax.random.normal(jax.random.PRNGKey(0), (2, 7, 6, 6, 5))
   for kw in (dict(kernel_size=(3, 3, 3)), dict(kernel_size=(3, 1, 1), strides=(2, 1, 1), padding=(0, 0, 0))):

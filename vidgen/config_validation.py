@@ -16,7 +16,7 @@ def _require(ok: bool, field: str, value, allowed: str):
 
 def vae_compression(vae) -> tuple[int, int]:
   """(temporal, spatial) compression of a VAE config."""
-  return (2 ** sum(bool(x) for x in vae.temporal_downsample),
+  return (vae.temporal_patch_size * 2 ** sum(bool(x) for x in vae.temporal_downsample),
           vae.patch_size * 2 ** sum(bool(x) for x in vae.spatial_downsample))
 
 
@@ -27,6 +27,7 @@ def validate(config) -> None:
   _require(len(v.spatial_downsample) == len(v.dim_mult) - 1, "vae.spatial_downsample", tuple(v.spatial_downsample),
            f"needs one flag per downsampling level, i.e. len(vae.dim_mult) - 1 = {len(v.dim_mult) - 1} flags")
   _require(v.patch_size >= 1, "vae.patch_size", v.patch_size, "must be >= 1")
+  _require(v.temporal_patch_size >= 1, "vae.temporal_patch_size", v.temporal_patch_size, "must be >= 1")
   tc, sc = vae_compression(v)
   _require(d.num_frames >= 1 and (d.num_frames - 1) % tc == 0, "data.num_frames", d.num_frames,
            f"the VAE takes 1 + {tc}k frames (1, {1 + tc}, {1 + 2 * tc}, {1 + 4 * tc}, ...)")

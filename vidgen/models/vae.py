@@ -27,7 +27,10 @@ DHWIO kernel.
 
 Extension (Wan 2.2 style): ``patch_size = p > 1`` pixel-unshuffles every frame ``(H, W, 3) -> (H/p, W/p, 3p^2)``
 before the encoder (channel order ``(c, r, q)`` as Wan 2.2's ``b c f (h q) (w r) -> b (c r q) f h w``) and
-shuffles back after the decoder. ``patch_size = 1`` is exactly Wan 2.1.
+shuffles back after the decoder. ``patch_size = 1`` is exactly Wan 2.1. ``temporal_patch_size = pt > 1`` also
+folds ``pt`` frames into channels (frame 0 repeated to fill its own patch, so it stays encoded alone): temporal
+compression then happens at the input, and every conv runs at the latent frame rate, which makes a small VAE
+several times cheaper per frame and (measured on Shapes) much faster to train than strided temporal resampling.
 
 Wan 2.1 weights (``Wan2.1_VAE.pth``, the default config: dim=96, z_dim=16, dim_mult=(1, 2, 4, 4),
 num_res_blocks=2, attn_scales=(), temporal_downsample=(False, True, True)) map on mechanically, see
@@ -435,22 +438,29 @@ class Decoder3d(nn.Module):
 # The VAE
 # ----------------------------------------------------------------------------------------------------------------
 
-def patchify(x: Array, p: int) -> Array:
-  """``[B, T, H, W, C] -> [B, T, H/p, W/p, C*p*p]``, channel order ``(c, r, q)`` (Wan 2.2)."""
-  if p == 1:
+def patchify(x: Array, p: int, pt: int = 1) -> Array:
+  """``[B, T, H, W, C] -> [B, 1 + (T-1)/pt, H/p, W/p, C*pt*p*p]``, channel order ``(c, t, r, q)``.
+
+  Spatially this is Wan 2.2's pixel patchify (``(c, r, q)``). In time, frame 0 is repeated ``pt`` times so that
+  it fills a patch of its own: the first frame stays encoded alone, and an image is a 1-frame video.
+  """
+  if p == 1 and pt == 1:
     return x
+  if pt > 1:
+    x = jnp.concatenate([jnp.repeat(x[:, :1], pt - 1, axis=1), x], axis=1)
   b, t, h, w, c = x.shape
-  x = x.reshape(b, t, h // p, p, w // p, p, c).transpose(0, 1, 2, 4, 6, 5, 3)
-  return x.reshape(b, t, h // p, w // p, c * p * p)
+  x = x.reshape(b, t // pt, pt, h // p, p, w // p, p, c).transpose(0, 1, 3, 5, 7, 2, 6, 4)
+  return x.reshape(b, t // pt, h // p, w // p, c * pt * p * p)
 
 
-def unpatchify(x: Array, p: int) -> Array:
-  """Inverse of ``patchify``."""
-  if p == 1:
+def unpatchify(x: Array, p: int, pt: int = 1) -> Array:
+  """Inverse of ``patchify`` (the repeats of frame 0 are dropped; the last copy is kept)."""
+  if p == 1 and pt == 1:
     return x
-  b, t, h, w, cpp = x.shape
-  x = x.reshape(b, t, h, w, cpp // (p * p), p, p).transpose(0, 1, 2, 6, 3, 5, 4)
-  return x.reshape(b, t, h * p, w * p, cpp // (p * p))
+  b, n, h, w, cpp = x.shape
+  c = cpp // (pt * p * p)
+  x = x.reshape(b, n, h, w, c, pt, p, p).transpose(0, 1, 5, 2, 7, 3, 6, 4)
+  return x.reshape(b, n * pt, h * p, w * p, c)[:, pt - 1:]
 
 
 def gaussian_kl(mean: Array, logvar: Array) -> Array:
@@ -474,6 +484,7 @@ class VideoVAE(nn.Module):
   temporal_downsample: Sequence[bool] = (False, True, True)
   spatial_downsample: Sequence[bool] | None = None  # None: every level halves H and W (Wan)
   patch_size: int = 1
+  temporal_patch_size: int = 1
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -485,8 +496,9 @@ class VideoVAE(nn.Module):
     if len(self.temporal_downsample) != len(self.dim_mult) - 1:
       raise ValueError(f"temporal_downsample={tuple(self.temporal_downsample)} needs len(dim_mult) - 1 = "
                        f"{len(self.dim_mult) - 1} entries (one per downsampling level)")
-    if self.patch_size < 1:
-      raise ValueError(f"patch_size={self.patch_size} must be >= 1")
+    for name in ("patch_size", "temporal_patch_size"):
+      if getattr(self, name) < 1:
+        raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
     kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
     common = dict(dim=self.dim, dim_mult=tuple(self.dim_mult), num_res_blocks=self.num_res_blocks,
                   attn_scales=tuple(self.attn_scales), dropout=self.dropout, **kw)
@@ -494,8 +506,9 @@ class VideoVAE(nn.Module):
                              spatial_downsample=spatial, **common)
     self.conv1 = CausalConv3d(2 * self.z_dim, (1, 1, 1), **kw)
     self.conv2 = CausalConv3d(self.z_dim, (1, 1, 1), **kw)
+    out_channels = 3 * self.temporal_patch_size * self.patch_size ** 2
     self.decoder = Decoder3d(z_dim=self.z_dim, temporal_upsample=tuple(self.temporal_downsample[::-1]),
-                             spatial_upsample=spatial[::-1], out_channels=3 * self.patch_size ** 2, **common)
+                             spatial_upsample=spatial[::-1], out_channels=out_channels, **common)
 
   # -- shapes --------------------------------------------------------------------------------------------------
   @property
@@ -504,7 +517,7 @@ class VideoVAE(nn.Module):
 
   @property
   def temporal_compression(self) -> int:
-    return 2 ** sum(bool(t) for t in self.temporal_downsample)
+    return self.temporal_patch_size * 2 ** sum(bool(t) for t in self.temporal_downsample)
 
   def validate_video_shape(self, num_frames: int, height: int, width: int) -> None:
     validate_video_shape(num_frames, height, width, spatial_compression=self.spatial_compression,
@@ -526,6 +539,9 @@ class VideoVAE(nn.Module):
       raise ValueError(f"expected a latent [B, T, H, W, {self.z_dim}], got shape {tuple(z.shape)}")
 
   # -- full sequence -------------------------------------------------------------------------------------------
+  def _patchify(self, x: Array) -> Array:
+    return patchify(x, self.patch_size, self.temporal_patch_size)
+
   def _moments(self, h: Array) -> Tuple[Array, Array]:
     h, _ = self.conv1(h)
     mean, logvar = jnp.split(h.astype(jnp.float32), 2, axis=-1)
@@ -534,7 +550,7 @@ class VideoVAE(nn.Module):
   def encode(self, x: Array, *, deterministic: bool = True) -> Tuple[Array, Array]:
     """``[B, T, H, W, 3] -> (mean, logvar)``, each ``[B, 1 + (T-1)/tc, H/sc, W/sc, z_dim]``."""
     self._check_video(x)
-    h, _ = self.encoder(patchify(x, self.patch_size), deterministic=deterministic)
+    h, _ = self.encoder(self._patchify(x), deterministic=deterministic)
     return self._moments(h)
 
   def decode(self, z: Array, *, deterministic: bool = True) -> Array:
@@ -542,7 +558,7 @@ class VideoVAE(nn.Module):
     self._check_latent(z)
     h, _ = self.conv2(z)
     h, _ = self.decoder(h, deterministic=deterministic)
-    return unpatchify(h.astype(jnp.float32), self.patch_size)
+    return unpatchify(h.astype(jnp.float32), self.patch_size, self.temporal_patch_size)
 
   def __call__(self, x: Array, *, sample_posterior: bool = True,
                deterministic: bool = True) -> Tuple[Array, Array, Array]:
@@ -582,7 +598,7 @@ class VideoVAE(nn.Module):
     if n_lat % latents_per_chunk:
       raise ValueError(f"latents_per_chunk={latents_per_chunk} must divide the {n_lat} latent frames after the "
                        "first")
-    h = self._stream("encoder", patchify(x, self.patch_size), tc * latents_per_chunk)
+    h = self._stream("encoder", self._patchify(x), tc // self.temporal_patch_size * latents_per_chunk)
     return self._moments(h)
 
   def decode_chunked(self, z: Array, *, latents_per_chunk: int = 1) -> Array:
@@ -594,7 +610,7 @@ class VideoVAE(nn.Module):
                        "after the first")
     h, _ = self.conv2(z)
     h = self._stream("decoder", h, latents_per_chunk)
-    return unpatchify(h.astype(jnp.float32), self.patch_size)
+    return unpatchify(h.astype(jnp.float32), self.patch_size, self.temporal_patch_size)
 
 
 # ----------------------------------------------------------------------------------------------------------------

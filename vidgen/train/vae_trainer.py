@@ -23,7 +23,8 @@ def vae_module(config) -> vae_lib.VideoVAE:
   v = config.vae
   return vae_lib.VideoVAE(dim=v.dim, z_dim=v.z_dim, dim_mult=tuple(v.dim_mult), num_res_blocks=v.num_res_blocks,
                           attn_scales=tuple(v.attn_scales), temporal_downsample=tuple(v.temporal_downsample),
-                          spatial_downsample=tuple(v.spatial_downsample), patch_size=v.patch_size, dropout=v.dropout)
+                          spatial_downsample=tuple(v.spatial_downsample), patch_size=v.patch_size,
+                          temporal_patch_size=v.temporal_patch_size, dropout=v.dropout)
 
 
 def to_model_input(video_uint8):
