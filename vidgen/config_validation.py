@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from vidgen.diffusion import sampling
 from vidgen.models import attention
+from vidgen.models import vae as vae_lib
 
 
 class ConfigError(ValueError):
@@ -15,9 +16,11 @@ def _require(ok: bool, field: str, value, allowed: str):
 
 
 def vae_compression(vae) -> tuple[int, int]:
-  """(temporal, spatial) compression of a VAE config."""
-  return (vae.temporal_patch_size * 2 ** sum(bool(x) for x in vae.temporal_downsample),
-          vae.patch_size * 2 ** sum(bool(x) for x in vae.spatial_downsample))
+  """(temporal, spatial) compression of a VAE config, as the module computes it (nothing is built)."""
+  model = vae_lib.VideoVAE(dim_mult=tuple(vae.dim_mult), temporal_downsample=tuple(vae.temporal_downsample),
+                           spatial_downsample=tuple(vae.spatial_downsample), patch_size=vae.patch_size,
+                           temporal_patch_size=vae.temporal_patch_size)
+  return model.temporal_compression, model.spatial_compression
 
 
 def validate(config) -> None:

@@ -542,6 +542,9 @@ class VideoVAE(nn.Module):
   def _patchify(self, x: Array) -> Array:
     return patchify(x, self.patch_size, self.temporal_patch_size)
 
+  def _unpatchify(self, h: Array) -> Array:
+    return unpatchify(h.astype(jnp.float32), self.patch_size, self.temporal_patch_size)
+
   def _moments(self, h: Array) -> Tuple[Array, Array]:
     h, _ = self.conv1(h)
     mean, logvar = jnp.split(h.astype(jnp.float32), 2, axis=-1)
@@ -558,7 +561,7 @@ class VideoVAE(nn.Module):
     self._check_latent(z)
     h, _ = self.conv2(z)
     h, _ = self.decoder(h, deterministic=deterministic)
-    return unpatchify(h.astype(jnp.float32), self.patch_size, self.temporal_patch_size)
+    return self._unpatchify(h)
 
   def __call__(self, x: Array, *, sample_posterior: bool = True,
                deterministic: bool = True) -> Tuple[Array, Array, Array]:
@@ -610,7 +613,7 @@ class VideoVAE(nn.Module):
                        "after the first")
     h, _ = self.conv2(z)
     h = self._stream("decoder", h, latents_per_chunk)
-    return unpatchify(h.astype(jnp.float32), self.patch_size, self.temporal_patch_size)
+    return self._unpatchify(h)
 
 
 # ----------------------------------------------------------------------------------------------------------------
