@@ -33,6 +33,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.vae.spatial_downsample = (True, True, True)  # False keeps H, W at a level (for patch_size > 1)
   c.vae.patch_size = 1
   c.vae.temporal_patch_size = 1  # > 1 folds frames into channels at the input (after frame 0)
+  c.vae.temporal_kernel = 3  # of the 3x3 convs; 1 = per-frame 2D convs (cheap with temporal_patch_size > 1)
+  c.vae.level_shortcuts = False  # parameter-free space-to-channel shortcuts around each level (DC-AE, Wan 2.2)
   c.vae.dropout = 0.0
 
   # Jointly trained text encoder over a hashed word tokenizer.

@@ -16,8 +16,13 @@ def get_config(preset: str = "tiny"):
   c = common.get_base_config()
   c.preset = preset
   if preset == "tiny":
+    # Objects of 12-15 px span about two 4x4-latent cells (at 10 px they were finer than the latent grid).
+    c.data.min_size = 12.0
+    c.data.max_size = 15.0
     # Space-time patchify (4 frames x 2x2 pixels) then two 2x spatial levels: every conv runs at the latent
     # frame rate, 2.5x cheaper per step than strided temporal resampling and faster to train (measured).
+    # Per-frame 3x3 convs (the 4-frame patch is the temporal receptive field) halve the step time again, and
+    # level shortcuts add ~1 dB at equal steps (measured, see the README).
     c.vae.dim = 16
     c.vae.dim_mult = (1, 2, 8)
     c.vae.num_res_blocks = 1
@@ -25,17 +30,19 @@ def get_config(preset: str = "tiny"):
     c.vae.spatial_downsample = (True, True)
     c.vae.patch_size = 2
     c.vae.temporal_patch_size = 4
-    c.train_vae.steps = 2000
+    c.vae.temporal_kernel = 1
+    c.vae.level_shortcuts = True
+    c.train_vae.steps = 3200
     c.train_vae.batch_size = 8
     c.train_vae.lr = 2e-3
     c.train_vae.warmup_steps = 50
-    c.train_vae.ckpt_every = 500
+    c.train_vae.ckpt_every = 1000
     c.dit.patch_size = (1, 1, 1)
     c.dit.dim = 192
     c.dit.ffn_dim = 768
     c.dit.num_heads = 3
     c.dit.depth = 4
-    c.train_dit.steps = 900
+    c.train_dit.steps = 800
     c.train_dit.lr = 1e-3
     c.train_dit.warmup_steps = 100
     c.train_dit.ckpt_every = 300

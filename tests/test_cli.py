@@ -1,5 +1,6 @@
 """The command line and config checks: bad input fails early with one line naming the field."""
 import os
+import re
 import subprocess
 import sys
 
@@ -11,16 +12,18 @@ from vidgen import generate as generate_lib
 from vidgen import main as main_lib
 
 
-@pytest.mark.parametrize("field,value,needle", [
-    ("data.num_frames", 8, "config.data.num_frames=8"),
-    ("data.height", 36, "config.data.height=36"),
-    ("train_dit.steps", -1, "config.train_dit.steps=-1"),
-    ("sample.solver", "rk9", "config.sample.solver='rk9'"),
-    ("dit.num_heads", 5, "config.dit.num_heads=5"),
+@pytest.mark.parametrize("overrides,needle", [
+    ({"data.num_frames": 8}, "config.data.num_frames=8"),
+    ({"data.height": 36}, "config.data.height=36"),
+    ({"train_dit.steps": -1}, "config.train_dit.steps=-1"),
+    ({"sample.solver": "rk9"}, "config.sample.solver='rk9'"),
+    ({"dit.num_heads": 5}, "config.dit.num_heads=5"),
+    ({"vae.temporal_kernel": 2}, "config.vae.temporal_kernel=2"),
+    ({"vae.level_shortcuts": True, "vae.dim_mult": (1, 3, 2)}, "config.vae.dim_mult=(1, 3, 2) is invalid: vae.level"),
 ])
-def test_invalid_fields_fail_before_anything_runs(tmp_path, field, value, needle):
-  config = helpers.load_config(**{field: value})
-  with pytest.raises(config_validation.ConfigError, match=needle.replace("(", r"\(").replace("[", r"\[")):
+def test_invalid_fields_fail_before_anything_runs(tmp_path, overrides, needle):
+  config = helpers.load_config(**overrides)
+  with pytest.raises(config_validation.ConfigError, match=re.escape(needle)):
     main_lib.run(config, str(tmp_path), "all", progress=False)
   assert not os.listdir(tmp_path)  # nothing built, nothing compiled
 
@@ -42,6 +45,8 @@ def test_all_presets_validate():
 def test_generate_without_checkpoint_names_workdir_and_mode(tmp_path):
   with pytest.raises(generate_lib.MissingCheckpointError, match=r"--mode=train_vae"):
     main_lib.run(helpers.load_config(), str(tmp_path), "generate", prompts=["a red circle moving left"])
+  with pytest.raises(generate_lib.MissingCheckpointError, match=re.escape(str(tmp_path)) + ".*--mode=train_vae"):
+    main_lib.run(helpers.load_config(), str(tmp_path), "evaluate_vae")
 
 
 def _cli(*args):

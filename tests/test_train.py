@@ -50,6 +50,8 @@ def test_metrics_and_report_written(trained):
   assert on_disk["vae"]["psnr_db"] == pytest.approx(report["vae"]["psnr_db"])
   assert report["real_heldout"]["all_correct_rate"] >= 0.99
   assert os.path.exists(os.path.join(workdir, "eval", "heldout", "index.json"))
+  vae_only = main_lib.run(trained[0], workdir, "evaluate_vae", progress=False)
+  assert vae_only["vae"]["psnr_db"] == pytest.approx(report["vae"]["psnr_db"], abs=1e-6)
 
 
 def test_same_seed_same_bytes(trained, tmp_path):

@@ -102,24 +102,51 @@ def test_temporal_patchify_keeps_the_first_frame_alone():
   np.testing.assert_array_equal(y[0, 2, 1, 0, c * 16 + t * 4 + r * 2 + q], x[0, 4 + t + 1, 2 + q, r, c])
 
 
+def _assert_causal_and_streams_exactly(model, latent_grid):
+  """Latent frame 2 (frames 5..8) does not reach back; chunked encode/decode equal the full passes."""
+  x = _video(6, 1, 9)
+  params = _jit(model.init)({"params": _key(0)}, x)["params"]
+  run = lambda method, v: _jit(lambda p, v: model.apply({"params": p}, v, method=getattr(model, method)))(params, v)
+  mean = run("encode", x)[0]
+  assert mean.shape == (1, *latent_grid, 4)
+  mean2 = run("encode", x.at[:, 5].set(-x[:, 5]))[0]
+  np.testing.assert_array_equal(mean[:, :2], mean2[:, :2])
+  assert not np.allclose(mean[:, 2], mean2[:, 2])
+  np.testing.assert_allclose(run("encode_chunked", x)[0], mean, atol=1e-5, rtol=1e-5)
+  full = run("decode", mean)
+  assert full.shape == x.shape
+  np.testing.assert_allclose(run("decode_chunked", mean), full, atol=1e-5, rtol=1e-5)
+  np.testing.assert_array_equal(run("decode", mean.at[:, 2].add(1.0))[:, :5], full[:, :5])
+
+
 def test_temporal_patch_vae_is_causal_and_streams_exactly():
   model = V.VideoVAE(dim=8, z_dim=4, dim_mult=(1, 2), num_res_blocks=1, temporal_downsample=(False,),
                      patch_size=2, temporal_patch_size=4)
   assert model.temporal_compression == 4 and model.spatial_compression == 4
-  x = _video(6, 1, 9)
-  params = _jit(model.init)({"params": _key(0)}, x)["params"]
-  encode = _jit(lambda p, x: model.apply({"params": p}, x, method=model.encode)[0])
-  mean = encode(params, x)
-  assert mean.shape == (1, 3, 4, 4, 4)
-  mean2 = encode(params, x.at[:, 5].set(-x[:, 5]))
-  np.testing.assert_array_equal(mean[:, :2], mean2[:, :2])
-  assert not np.allclose(mean[:, 2], mean2[:, 2])
-  stream = _jit(lambda p, x: model.apply({"params": p}, x, method=model.encode_chunked)[0])
-  np.testing.assert_allclose(stream(params, x), mean, atol=1e-5, rtol=1e-5)
-  decode = lambda m: _jit(lambda p, z: model.apply({"params": p}, z, method=getattr(model, m)))(params, mean)
-  full = decode("decode")
-  assert full.shape == x.shape
-  np.testing.assert_allclose(decode("decode_chunked"), full, atol=1e-5, rtol=1e-5)
+  _assert_causal_and_streams_exactly(model, (3, 4, 4))
+
+
+def test_level_shortcuts_invert_and_keep_frame_zero_alone():
+  x = _video(7, 2, 5, 8, 8)
+  for temporal in (False, True):
+    f = (8 if temporal else 4) * 3
+    down = V.shortcut_down(x, f, True, temporal)
+    assert down.shape == (2, 3 if temporal else 5, 4, 4, f)
+    np.testing.assert_array_equal(V.shortcut_up(down, 3, True, temporal), x)  # a lossless fold, then unfolded
+  # Fewer channels: adjacent channels of the (c, row, column) fold are averaged.
+  np.testing.assert_allclose(V.shortcut_down(x, 6, True, False)[0, 0, 0, 0, 0], x[0, 0, 0, :2, 0].mean(), atol=1e-6)
+  # Frame 0 is resampled alone: changing frame 1 leaves latent frame 0 as it was.
+  a, b = (V.shortcut_down(v, 12, True, True) for v in (x, x.at[:, 1].set(0.0)))
+  np.testing.assert_array_equal(a[:, 0], b[:, 0])
+  with pytest.raises(ValueError, match="cannot map 12 channels to 5"):
+    V.shortcut_down(x, 5, True, False)
+
+
+@pytest.mark.parametrize("kw", [dict(temporal_downsample=(True, True)),
+                                dict(temporal_downsample=(False, False), temporal_patch_size=4, temporal_kernel=1)],
+                         ids=["strided_time", "temporal_patch_per_frame_convs"])
+def test_vae_with_level_shortcuts_is_causal_and_streams_exactly(kw):
+  _assert_causal_and_streams_exactly(V.VideoVAE(**dict(TINY, **kw), patch_size=2, level_shortcuts=True), (3, 2, 2))
 
 
 def test_causal_conv_impls_agree():

@@ -15,11 +15,16 @@ def _require(ok: bool, field: str, value, allowed: str):
     raise ConfigError(f"config.{field}={value!r} is invalid: {allowed}")
 
 
+def _unbound_vae(vae) -> vae_lib.VideoVAE:
+  """The module a VAE config describes, unbound: it answers shape questions without building anything."""
+  return vae_lib.VideoVAE(dim=vae.dim, dim_mult=tuple(vae.dim_mult), temporal_downsample=tuple(vae.temporal_downsample),
+                          spatial_downsample=tuple(vae.spatial_downsample), patch_size=vae.patch_size,
+                          temporal_patch_size=vae.temporal_patch_size)
+
+
 def vae_compression(vae) -> tuple[int, int]:
   """(temporal, spatial) compression of a VAE config, as the module computes it (nothing is built)."""
-  model = vae_lib.VideoVAE(dim_mult=tuple(vae.dim_mult), temporal_downsample=tuple(vae.temporal_downsample),
-                           spatial_downsample=tuple(vae.spatial_downsample), patch_size=vae.patch_size,
-                           temporal_patch_size=vae.temporal_patch_size)
+  model = _unbound_vae(vae)
   return model.temporal_compression, model.spatial_compression
 
 
@@ -31,6 +36,12 @@ def validate(config) -> None:
            f"needs one flag per downsampling level, i.e. len(vae.dim_mult) - 1 = {len(v.dim_mult) - 1} flags")
   _require(v.patch_size >= 1, "vae.patch_size", v.patch_size, "must be >= 1")
   _require(v.temporal_patch_size >= 1, "vae.temporal_patch_size", v.temporal_patch_size, "must be >= 1")
+  _require(v.temporal_kernel >= 1 and v.temporal_kernel % 2 == 1, "vae.temporal_kernel", v.temporal_kernel,
+           "must be odd and >= 1 (1: per-frame convs, 3: Wan 2.1)")
+  if v.level_shortcuts:
+    bad = _unbound_vae(v).level_shortcut_mismatches()
+    _require(not bad, "vae.dim_mult", tuple(v.dim_mult),
+             f"vae.level_shortcuts needs level channel counts that divide one another; (where, from, to): {bad}")
   tc, sc = vae_compression(v)
   _require(d.num_frames >= 1 and (d.num_frames - 1) % tc == 0, "data.num_frames", d.num_frames,
            f"the VAE takes 1 + {tc}k frames (1, {1 + tc}, {1 + 2 * tc}, {1 + 4 * tc}, ...)")

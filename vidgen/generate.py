@@ -20,7 +20,7 @@ class MissingCheckpointError(FileNotFoundError):
   """Generation was asked of a workdir that has no trained model yet."""
 
 
-def _require_checkpoint(workdir: str, name: str, mode: str):
+def require_checkpoint(workdir: str, name: str, mode: str):
   path = os.path.join(workdir, name, "checkpoints")
   if not os.path.isdir(path) or not any(p.isdigit() for p in os.listdir(path)):
     raise MissingCheckpointError(
@@ -32,8 +32,8 @@ class Generator:
   """Holds the frozen VAE and the (EMA) denoiser of a workdir and samples videos for prompts."""
 
   def __init__(self, config, workdir: str, use_ema: bool | None = None):
-    _require_checkpoint(workdir, "vae", "train_vae")
-    _require_checkpoint(workdir, "dit", "train_dit")
+    require_checkpoint(workdir, "vae", "train_vae")
+    require_checkpoint(workdir, "dit", "train_dit")
     self.config = config
     use_ema = config.sample.use_ema if use_ema is None else use_ema
     self.vae_params, stats = vae_trainer.load_vae_params(workdir)

@@ -18,7 +18,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
-MODES = ("all", "data", "train_vae", "train_dit", "generate", "evaluate")
+MODES = ("all", "data", "train_vae", "train_dit", "generate", "evaluate", "evaluate_vae")
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/shapes.py:tiny", "Config file and preset.",
                                           lock_config=True)
@@ -32,7 +32,7 @@ _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Hide progress bars.")
 
 
 def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, progress=True) -> dict:
-  """Runs one mode; returns what it produced (the report for 'all' and 'evaluate')."""
+  """Runs one mode; returns what it produced (the report for 'all', 'evaluate' and 'evaluate_vae')."""
   # Imports here keep `--help` fast and let a bad config fail before JAX does any work.
   from vidgen import config_validation
   config_validation.validate(config)
@@ -71,6 +71,12 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
     result = timed("evaluate", lambda: evaluate_lib.evaluate(config, workdir, progress=progress))
     result["seconds"] = timings
     with open(os.path.join(workdir, "report.json"), "w") as f:
+      json.dump(result, f, indent=1)
+  if mode == "evaluate_vae":  # the VAE alone (held-out reconstruction), e.g. to compare VAE configs
+    generate_lib.require_checkpoint(workdir, "vae", "train_vae")
+    vae_params, _ = vae_trainer.load_vae_params(workdir)
+    result = {"vae": vae_trainer.evaluate_reconstruction(config, workdir, vae_params, progress=progress)}
+    with open(os.path.join(workdir, "vae", "report.json"), "w") as f:
       json.dump(result, f, indent=1)
   if mode == "generate":
     if not prompts:
@@ -126,6 +132,9 @@ def main(argv):
   if _MODE.value in ("all", "evaluate"):
     print(format_report(result))
     print(f"report written to {os.path.join(_WORKDIR.value, 'report.json')}")
+  elif _MODE.value == "evaluate_vae":
+    print(f"VAE reconstruction PSNR (held-out clips): {result['vae']['psnr_db']:.2f} dB "
+          f"(report in {os.path.join(_WORKDIR.value, 'vae', 'report.json')})")
   elif _MODE.value == "generate":
     print(f"wrote {len(result['index'])} videos and index.json to {result['out_dir']}")
 

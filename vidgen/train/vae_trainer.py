@@ -24,7 +24,8 @@ def vae_module(config) -> vae_lib.VideoVAE:
   return vae_lib.VideoVAE(dim=v.dim, z_dim=v.z_dim, dim_mult=tuple(v.dim_mult), num_res_blocks=v.num_res_blocks,
                           attn_scales=tuple(v.attn_scales), temporal_downsample=tuple(v.temporal_downsample),
                           spatial_downsample=tuple(v.spatial_downsample), patch_size=v.patch_size,
-                          temporal_patch_size=v.temporal_patch_size, dropout=v.dropout)
+                          temporal_patch_size=v.temporal_patch_size, level_shortcuts=v.level_shortcuts,
+                          temporal_kernel=v.temporal_kernel, dropout=v.dropout)
 
 
 def to_model_input(video_uint8):
