@@ -83,6 +83,7 @@ Deviations from Wan 2.1 (none affects the public weights):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from typing import Any, Mapping, Optional, Sequence, Tuple
@@ -408,6 +409,18 @@ def _run_blocks(blocks: Sequence[nn.Module], x: Array, cache: Cache, determinist
   return x, new_cache
 
 
+def _run_level(prefix: str, count: int, specs: list, kw: dict, x: Array, cache: Cache, new_cache: dict,
+               deterministic: bool, shortcut) -> Tuple[Array, int]:
+  """Builds one level's blocks from ``(class, args)`` specs (named ``prefix_N``, N counting across levels as in
+  Wan), runs them, records their caches in ``new_cache`` and adds ``shortcut(level input)`` when given."""
+  blocks = [cls(*args, name=f"{prefix}_{count + j}", **kw) for j, (cls, args) in enumerate(specs)]
+  y, level_cache = _run_blocks(blocks, x, cache, deterministic)
+  new_cache.update(level_cache)
+  if shortcut:
+    y = y + shortcut(x, stream_start=cache is None).astype(y.dtype)
+  return y, count + len(blocks)
+
+
 def _middle(dim: int, dropout: float, temporal_kernel: int, kw: dict) -> list:
   """The middle stack shared by encoder and decoder: ``middle_0`` res, ``middle_1`` attention, ``middle_2`` res."""
   return [ResidualBlock(dim, dim, dropout, temporal_kernel, name="middle_0", **kw),
@@ -457,14 +470,10 @@ class Encoder3d(nn.Module):
         mode = "downsample3d" if self.temporal_downsample[i] else "downsample2d"
         specs.append((Resample, (out_dim, mode, spatial[i])))
         scale /= 2.0
-      blocks = [cls(*args, name=f"downsamples_{count + j}", **kw) for j, (cls, args) in enumerate(specs)]
-      count += len(blocks)
-      x_in = x
-      x, c_level = _run_blocks(blocks, x, cache, deterministic)
-      c_down.update(c_level)
-      if self.level_shortcuts:
-        x = x + shortcut_down(x_in, out_dim, resample and spatial[i], resample and self.temporal_downsample[i],
-                              stream_start=cache is None).astype(x.dtype)
+      shortcut = self.level_shortcuts and functools.partial(
+          shortcut_down, channels=out_dim, spatial=resample and spatial[i],
+          temporal=resample and self.temporal_downsample[i])
+      x, count = _run_level("downsamples", count, specs, kw, x, cache, c_down, deterministic, shortcut)
     x, c_mid = _run_blocks(_middle(dims[-1], self.dropout, self.temporal_kernel, kw), x, cache, deterministic)
     x = nn.silu(RMSNorm(name="head_0", **kw)(x))
     x, c_head = CausalConv3d(self.z_dim, k, name="head_2", **kw)(x, _sub(cache, "head_2"))
@@ -514,14 +523,10 @@ class Decoder3d(nn.Module):
         in_dim = out_dim
       if resample:
         specs.append((Resample, (out_dim, "upsample3d" if self.temporal_upsample[i] else "upsample2d", spatial[i])))
-      blocks = [cls(*args, name=f"upsamples_{count + j}", **kw) for j, (cls, args) in enumerate(specs)]
-      count += len(blocks)
-      x_in = x
-      x, c_level = _run_blocks(blocks, x, cache, deterministic)
-      c_up.update(c_level)
-      if self.level_shortcuts:
-        x = x + shortcut_up(x_in, x.shape[-1], resample and spatial[i], resample and self.temporal_upsample[i],
-                            stream_start=cache is None).astype(x.dtype)
+      shortcut = self.level_shortcuts and functools.partial(
+          shortcut_up, channels=out_dim // 2 if resample else out_dim, spatial=resample and spatial[i],
+          temporal=resample and self.temporal_upsample[i])
+      x, count = _run_level("upsamples", count, specs, kw, x, cache, c_up, deterministic, shortcut)
     x = nn.silu(RMSNorm(name="head_0", **kw)(x))
     x, c_head = CausalConv3d(self.out_channels, k, name="head_2", **kw)(x, _sub(cache, "head_2"))
     return x, {"conv1": c1, **c_mid, **c_up, "head_2": c_head}
