@@ -1,6 +1,7 @@
 """End to end on the tiny 'test' preset: training lowers the loss, resume is exact, sampling is deterministic."""
 import json
 import os
+import shutil
 
 import jax
 import numpy as np
@@ -68,6 +69,20 @@ def test_same_seed_same_bytes(trained, tmp_path):
   assert not np.array_equal(other, b_videos)
   index = json.loads((tmp_path / "a" / "index.json").read_text())
   assert [e["prompt"] for e in index] == prompts and index[1]["seed"] == 4
+
+
+def test_latent_cache_is_rebuilt_when_what_it_encodes_changes(trained, tmp_path):
+  config, workdir, _ = trained
+  copy = str(tmp_path / "run")
+  shutil.copytree(workdir, copy)
+  first = dit_trainer.build_latent_cache(config, copy, progress=False)
+  stamp = os.path.getmtime(os.path.join(copy, "dit", "latent_cache.npz"))
+  again = dit_trainer.build_latent_cache(config, copy, progress=False)  # unchanged: read back, not rebuilt
+  assert os.path.getmtime(os.path.join(copy, "dit", "latent_cache.npz")) == stamp
+  np.testing.assert_array_equal(again["mean"], first["mean"])
+  shorter = helpers.load_config(**{"text.max_length": 8})
+  rebuilt = dit_trainer.build_latent_cache(shorter, copy, progress=False)  # another tokenizer: rebuilt
+  assert rebuilt["ids"].shape == (len(first["ids"]), 8) and set(rebuilt) == {"mean", "std", "ids"}
 
 
 def test_resume_after_kill_is_exact(tmp_path, monkeypatch):

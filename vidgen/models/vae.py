@@ -32,7 +32,7 @@ folds ``pt`` frames into channels (frame 0 repeated to fill its own patch, so it
 compression then happens at the input, and every conv runs at the latent frame rate, which makes a small VAE
 several times cheaper per frame and (measured on Shapes) much faster to train than strided temporal resampling.
 ``temporal_kernel = 1`` makes the 3x3x3 convs per-frame 3x3 convs: with a temporal patch the patch is then the
-temporal receptive field, and a step costs 2.6x fewer FLOPs. ``level_shortcuts`` adds a parameter-free
+temporal receptive field (the `tiny` preset's training step drops from 15 to 5.8 GFLOP). ``level_shortcuts`` adds a parameter-free
 space(-time)-to-channel shortcut around every encoder level and its inverse around every decoder level (DC-AE's
 residual autoencoding, Wan 2.2's ``AvgDown3D`` / ``DupUp3D``), so each level learns a residual over plain
 resampling. Both default off, so the default config stays exactly Wan 2.1.

@@ -7,6 +7,7 @@ guidance) and regresses the velocity.
 """
 from __future__ import annotations
 
+import json
 import os
 
 from absl import logging
@@ -47,12 +48,26 @@ def t2v_module(config) -> t2v.TextToVideo:
                       text_pool=dit.text_pool, remat=dit.remat, implementation=dit.attention))
 
 
+def _cache_key(config, workdir: str) -> str:
+  """What a latent cache depends on: the data, the VAE (its config and trained latent statistics), the tokenizer."""
+  with open(os.path.join(workdir, "vae", "latent_stats.json")) as f:
+    stats = json.load(f)
+  return json.dumps({"data": config.data.to_dict(), "vae": config.vae.to_dict(), "latent_stats": stats,
+                     "tokenizer": [config.text.vocab_size, config.text.max_length]}, sort_keys=True)
+
+
 def build_latent_cache(config, workdir: str, progress: bool = True) -> dict:
-  """Posterior mean/std of every training clip plus its caption ids; reused across restarts."""
+  """Posterior mean/std of every training clip plus its caption ids; reused across restarts while the data,
+  VAE and tokenizer it was built from are unchanged, rebuilt (with a warning) when any of them changed."""
   path = os.path.join(workdir, "dit", "latent_cache.npz")
+  key = _cache_key(config, workdir)
   if os.path.exists(path):
     with np.load(path) as f:
-      return dict(f)
+      cached = dict(f)
+    if str(cached.pop("key", "")) == key:
+      return cached
+    logging.warning("%s was built from another data, VAE or tokenizer config (or another VAE training run): "
+                    "rebuilding it", path)
   vae_params, _ = vae_trainer.load_vae_params(workdir)
   source = datasets.source(config.data, workdir, "train")
   encode = vae_trainer.encode_fn(config)
@@ -68,7 +83,7 @@ def build_latent_cache(config, workdir: str, progress: bool = True) -> dict:
   cache = {"mean": np.concatenate(means), "std": np.concatenate(stds), "ids": np.concatenate(ids)}
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = path + ".partial.npz"
-  np.savez(tmp, **cache)
+  np.savez(tmp, key=np.asarray(key), **cache)
   os.replace(tmp, path)
   logging.info("Cached %d latents %s at %s", len(cache["mean"]), cache["mean"].shape[1:], path)
   return cache
