@@ -57,7 +57,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dit.cross_attn_norm = True
   c.dit.text_pool = True
   c.dit.remat = False
-  c.dit.attention = "xla"  # xla | cudnn
+  c.dit.attention = "xla"  # xla | cudnn | splash (TPU) | context (ring over mesh.context)
 
   c.train_vae = ml_collections.ConfigDict()
   c.train_vae.steps = 2000
@@ -104,6 +104,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices left over
   c.mesh.fsdp = 1
+  c.mesh.context = 1  # splits the DiT token sequence (dit.attention='context')
   c.mesh.tensor = 1
   c.checkpoint_keep = 2
   return c

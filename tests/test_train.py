@@ -113,5 +113,5 @@ def test_dit_train_step_shards_batch_over_8_devices(trained):
   config, workdir, _ = trained
   assert len(jax.devices()) == 8
   mesh = mesh_lib.create_mesh(config.mesh)
-  assert dict(mesh.shape) == {"data": 8, "fsdp": 1, "tensor": 1}
+  assert dict(mesh.shape) == {"data": 8, "fsdp": 1, "context": 1, "tensor": 1}
   assert dit_trainer.latent_grid(config) == (3, 4, 4)

@@ -59,6 +59,8 @@ def validate(config) -> None:
            "dit.dim / dit.num_heads must be even (3D RoPE rotates pairs)")
   _require(dit.attention in attention.IMPLEMENTATIONS, "dit.attention", dit.attention,
            f"allowed {attention.IMPLEMENTATIONS}")
+  # -1 (devices left over) is only known once the mesh exists: validate_for_mesh checks it then.
+  _check_model_split(config, context=config.mesh.get("context", 1), tensor=config.mesh.get("tensor", 1))
   _require(text.width % text.num_heads == 0, "text.num_heads", text.num_heads, f"must divide text.width={text.width}")
   _require(text.max_length >= 1, "text.max_length", text.max_length, "must be >= 1")
   for name in ("train_vae", "train_dit"):
@@ -81,8 +83,28 @@ def validate(config) -> None:
   _require(config.eval.num_prompts >= 1, "eval.num_prompts", config.eval.num_prompts, "must be >= 1")
 
 
-def validate_for_mesh(config, data_parallel_size: int) -> None:
-  """Checks that need the device mesh: every global batch splits evenly over its data-parallel axes."""
+def dit_tokens(config) -> int:
+  """Tokens the DiT sees per clip: latent grid / dit.patch_size (shapes as validate checks them)."""
+  tc, sc = vae_compression(config.vae)
+  d, (pt, ph, pw) = config.data, config.dit.patch_size
+  return ((d.num_frames - 1) // tc + 1) // pt * (d.height // (sc * ph)) * (d.width // (sc * pw))
+
+
+def _check_model_split(config, context: int, tensor: int) -> None:
+  """The DiT's tokens split over mesh.context and its heads over mesh.tensor; sizes <= 1 split nothing."""
+  if context > 1:
+    tokens = dit_tokens(config)
+    _require(tokens % context == 0, "mesh.context", context,
+             f"must divide the {tokens} DiT tokens per clip (latent grid / dit.patch_size)")
+  if tensor > 1:
+    _require(config.dit.num_heads % tensor == 0, "dit.num_heads", config.dit.num_heads,
+             f"must be divisible by mesh.tensor={tensor}")
+
+
+def validate_for_mesh(config, data_parallel_size: int, context: int = 1, tensor: int = 1) -> None:
+  """Checks that need the device mesh: every global batch splits evenly over its data-parallel axes,
+  tokens over `context` and heads over `tensor` (the mesh's sizes)."""
+  _check_model_split(config, context, tensor)
   for name in ("train_vae", "train_dit"):
     b = config[name].batch_size
     _require(b % data_parallel_size == 0, f"{name}.batch_size", b,

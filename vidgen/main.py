@@ -60,7 +60,8 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
       mesh = mesh_lib.create_mesh(config.mesh)
     except ValueError as e:
       raise config_validation.ConfigError(str(e)) from e
-    config_validation.validate_for_mesh(config, mesh_lib.data_parallel_size(mesh))
+    config_validation.validate_for_mesh(config, mesh_lib.data_parallel_size(mesh), mesh.shape["context"],
+                                        mesh.shape["tensor"])
   if mode in ("all", "data"):
     timed("data", lambda: datasets.build(config.data, workdir))
   if mode in ("all", "train_vae"):

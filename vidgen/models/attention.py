@@ -1,8 +1,13 @@
 """Multi-head attention with one dispatch point for the attention kernel.
 
-`implementation` picks the kernel: 'xla' (reference, runs everywhere) or 'cudnn' (fused flash
-attention through jax.nn.dot_product_attention on NVIDIA GPUs). Context-parallel and TPU splash
-kernels plug in here too, so models never call a kernel directly.
+`implementation` picks the kernel, so models never call one directly:
+  'xla'      reference, float32 softmax, runs everywhere;
+  'cudnn'    fused flash attention through jax.nn.dot_product_attention on NVIDIA GPUs;
+  'splash'   TPU Pallas splash attention (interpreted elsewhere, slowly), see splash_attention.py;
+  'context'  context parallel over the mesh axis "context" (ring self-attention), see
+             vidgen/parallel/context_attention.py; without a mesh (jax.set_mesh) or with context size 1
+             it is the 'xla' path.
+Under a mesh, 'splash' and 'context' run per device in shard_map: batch over (data, fsdp), heads over tensor.
 """
 from __future__ import annotations
 
@@ -14,22 +19,37 @@ import jax.numpy as jnp
 
 from vidgen.models import layers
 from vidgen.models import rope as rope_lib
+from vidgen.models import splash_attention
+from vidgen.parallel import context_attention
+from vidgen.parallel import mesh as mesh_lib
 
-IMPLEMENTATIONS = ("xla", "cudnn")
+IMPLEMENTATIONS = ("xla", "cudnn", "splash", "context")
+
+
+def xla_attention(q, k, v, key_mask=None):
+  """The reference: softmax in float32 whatever the input dtype."""
+  mask = None if key_mask is None else key_mask[:, None, None, :]
+  dtype = q.dtype
+  q, k, v = (a.astype(jnp.float32) for a in (q, k, v))
+  return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla").astype(dtype)
 
 
 def dot_product_attention(q, k, v, key_mask=None, implementation: str = "xla"):
   """q [B, Lq, N, D], k and v [B, Lk, N, D], key_mask [B, Lk] bool (True = attend) or None."""
   if implementation not in IMPLEMENTATIONS:
     raise ValueError(f"attention implementation {implementation!r}: allowed {IMPLEMENTATIONS}")
-  mask = None if key_mask is None else key_mask[:, None, None, :]
-  impl = None if implementation == "xla" else "cudnn"
-  if impl is None:
-    # The reference path computes softmax in float32 whatever the input dtype.
-    dtype = q.dtype
-    q, k, v = (a.astype(jnp.float32) for a in (q, k, v))
-    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="xla").astype(dtype)
-  return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation=impl)
+  if implementation == "cudnn":
+    mask = None if key_mask is None else key_mask[:, None, None, :]
+    return jax.nn.dot_product_attention(q, k, v, mask=mask, implementation="cudnn")
+  mesh = mesh_lib.current_mesh()
+  if implementation == "splash":
+    if mesh is None:
+      return splash_attention.splash_attention(q, k, v, key_mask)
+    return context_attention.shard_attention(splash_attention.splash_attention, mesh, q, k, v, key_mask,
+                                             check_vma=False)
+  if implementation == "context" and mesh is not None and mesh.shape.get(context_attention.AXIS, 1) > 1:
+    return context_attention.context_attention(q, k, v, key_mask, mesh, xla_attention)
+  return xla_attention(q, k, v, key_mask)
 
 
 class Attention(nn.Module):

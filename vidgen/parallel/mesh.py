@@ -1,4 +1,7 @@
-"""Device mesh from `config.mesh`: named axes (data, fsdp, tensor), -1 takes the devices left over.
+"""Device mesh from `config.mesh`: named axes (data, fsdp, context, tensor), -1 takes the devices left over.
+
+`context` splits the token sequence (context-parallel attention); it sits next to `tensor`, the innermost
+axis, so ring neighbours are close devices.
 
 Auto axes (not Explicit, jax.make_mesh's newer default) because Flax linen shards through logical
 constraints that the compiler propagates.
@@ -10,11 +13,12 @@ import math
 import jax
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
-MESH_AXES = ("data", "fsdp", "tensor")
+MESH_AXES = ("data", "fsdp", "context", "tensor")
 
 
 def mesh_shape(mesh_config, num_devices: int) -> tuple[int, ...]:
-  sizes = [int(mesh_config[a]) for a in MESH_AXES]
+  # Configs written before an axis existed leave it out: it has size 1.
+  sizes = [int(mesh_config.get(a, 1)) for a in MESH_AXES]
   if sum(s == -1 for s in sizes) > 1:
     raise ValueError(f"config.mesh: at most one axis may be -1, got {dict(zip(MESH_AXES, sizes))}")
   if any(s == 0 or s < -1 for s in sizes):
@@ -48,3 +52,9 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def data_parallel_size(mesh: Mesh) -> int:
   return mesh.shape["data"] * mesh.shape["fsdp"]
+
+
+def current_mesh():
+  """The mesh made current by `jax.set_mesh` (an AbstractMesh), or None outside one."""
+  mesh = jax.sharding.get_abstract_mesh()
+  return None if mesh is None or not mesh.axis_names else mesh

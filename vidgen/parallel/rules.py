@@ -9,7 +9,7 @@ from __future__ import annotations
 # Logical name -> mesh axis (or axes). Unlisted names are replicated.
 DIT_RULES = (
     ("activation_batch", ("data", "fsdp")),
-    ("activation_length", None),
+    ("activation_length", "context"),
     ("activation_embed", None),
     ("activation_mlp", "tensor"),
     ("activation_heads", "tensor"),
