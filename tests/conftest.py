@@ -6,3 +6,20 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+
+import pytest  # noqa: E402  (after the environment above)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+  """A workdir with a VAE and DiT trained for a few dozen steps on the 'test' preset, then evaluated
+  (shared by the training, generation and notebook tests): (config, workdir, report)."""
+  from tests import helpers
+  from vidgen import main as main_lib
+  workdir = str(tmp_path_factory.mktemp("run"))
+  config = helpers.load_config(**{"train_vae.steps": 30, "train_vae.log_every": 5, "train_vae.ckpt_every": 10,
+                                  "train_dit.steps": 40, "train_dit.log_every": 5, "train_dit.ckpt_every": 20,
+                                  "train_dit.lr": 2e-3, "train_dit.warmup_steps": 5, "train_vae.warmup_steps": 5})
+  report = main_lib.run(config, workdir, "all", progress=False)
+  return config, workdir, report

@@ -1,4 +1,5 @@
-"""End to end on the tiny 'test' preset: training lowers the loss, resume is exact, sampling is deterministic."""
+"""End to end on the tiny 'test' preset (the `trained` workdir of conftest.py): training lowers the loss,
+reports are written, sampling is deterministic. Exact resume after a kill: tests/test_fault_tolerance.py."""
 import json
 import os
 import shutil
@@ -11,20 +12,7 @@ from tests import helpers
 from vidgen import generate as generate_lib
 from vidgen import main as main_lib
 from vidgen.parallel import mesh as mesh_lib
-from vidgen.train import checkpoint as ckpt_lib
 from vidgen.train import dit_trainer
-from vidgen.train import vae_trainer
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-  """A workdir with a VAE and DiT trained for a few dozen steps (shared by the tests below)."""
-  workdir = str(tmp_path_factory.mktemp("run"))
-  config = helpers.load_config(**{"train_vae.steps": 30, "train_vae.log_every": 5, "train_vae.ckpt_every": 10,
-                                  "train_dit.steps": 40, "train_dit.log_every": 5, "train_dit.ckpt_every": 20,
-                                  "train_dit.lr": 2e-3, "train_dit.warmup_steps": 5, "train_vae.warmup_steps": 5})
-  report = main_lib.run(config, workdir, "all", progress=False)
-  return config, workdir, report
 
 
 def _losses(workdir, name):
@@ -83,30 +71,6 @@ def test_latent_cache_is_rebuilt_when_what_it_encodes_changes(trained, tmp_path)
   shorter = helpers.load_config(**{"text.max_length": 8})
   rebuilt = dit_trainer.build_latent_cache(shorter, copy, progress=False)  # another tokenizer: rebuilt
   assert rebuilt["ids"].shape == (len(first["ids"]), 8) and set(rebuilt) == {"mean", "std", "ids"}
-
-
-def test_resume_after_kill_is_exact(tmp_path, monkeypatch):
-  """Kill the VAE run right after its step-4 checkpoint; the resumed run ends bit-identical."""
-  config = helpers.load_config(**{"train_vae.steps": 6, "train_vae.ckpt_every": 2})
-  mesh = mesh_lib.create_mesh(config.mesh)
-  straight = vae_trainer.train_vae(config, str(tmp_path / "straight"), mesh, progress=False)
-
-  original_save = ckpt_lib.Checkpointer.save
-
-  def save_then_die(self, step, *args, **kwargs):
-    original_save(self, step, *args, **kwargs)
-    if step == 4:
-      self.wait()
-      raise KeyboardInterrupt("simulated kill")
-
-  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", save_then_die)
-  with pytest.raises(KeyboardInterrupt):
-    vae_trainer.train_vae(config, str(tmp_path / "killed"), mesh, progress=False)
-  monkeypatch.setattr(ckpt_lib.Checkpointer, "save", original_save)
-  resumed = vae_trainer.train_vae(config, str(tmp_path / "killed"), mesh, progress=False)
-  assert int(resumed.step) == 6
-  for a, b in zip(jax.tree_util.tree_leaves(straight.params), jax.tree_util.tree_leaves(resumed.params)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
 
 
 def test_dit_train_step_shards_batch_over_8_devices(trained):

@@ -29,6 +29,14 @@ _PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "A text file with one 
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where --mode=generate writes mp4s (default WORKDIR/samples).")
 _SEED = flags.DEFINE_integer("seed", None, "Sampling seed (default config.sample.seed).")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Hide progress bars.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "off", ("off", "auto", "flags"),
+    "Multi-host: 'auto' lets a TPU pod / SLURM cluster configure jax.distributed; 'flags' uses "
+    "--coordinator_address, --num_processes, --process_id (or JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, "
+    "JAX_PROCESS_ID). Every process runs the same command.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (--distributed=flags).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (--distributed=flags).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (--distributed=flags).")
 
 
 def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, progress=True) -> dict:
@@ -39,6 +47,7 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
   from vidgen import generate as generate_lib
   from vidgen.data import datasets
   from vidgen.evaluate import evaluate as evaluate_lib
+  from vidgen.parallel import distributed
   from vidgen.parallel import mesh as mesh_lib
   from vidgen.train import dit_trainer
   from vidgen.train import vae_trainer
@@ -63,7 +72,7 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
     config_validation.validate_for_mesh(config, mesh_lib.data_parallel_size(mesh), mesh.shape["context"],
                                         mesh.shape["tensor"])
   if mode in ("all", "data"):
-    timed("data", lambda: datasets.build(config.data, workdir))
+    timed("data", lambda: distributed.primary_first("data", lambda: datasets.build(config.data, workdir)))
   if mode in ("all", "train_vae"):
     timed("train_vae", lambda: vae_trainer.train_vae(config, workdir, mesh, progress=progress))
   if mode in ("all", "train_dit"):
@@ -123,10 +132,17 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, tfds) off unless -v 0 is given
   from vidgen import config_validation
   from vidgen import generate as generate_lib
-  print(f"JAX {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s)")
+  from vidgen.parallel import distributed
+  try:
+    distributed.initialize(distributed.settings_from(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
+                                                     _PROCESS_ID.value))
+  except ValueError as e:
+    raise app.UsageError(str(e)) from e
+  hosts = f" over {jax.process_count()} processes" if jax.process_count() > 1 else ""
+  print(f"JAX {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s){hosts}")
   try:
     result = run(_CONFIG.value, _WORKDIR.value, _MODE.value, prompts, _OUT_DIR.value, _SEED.value,
-                 progress=not _NO_PROGRESS.value)
+                 progress=not _NO_PROGRESS.value and distributed.is_primary())
   except (config_validation.ConfigError, generate_lib.MissingCheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)

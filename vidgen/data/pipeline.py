@@ -1,7 +1,9 @@
-"""grain input pipelines: random-access source -> per-host shard -> seeded shuffle -> batches.
+"""grain input pipelines: random-access source -> seeded global shuffle -> global batches, each host
+reading only its rows of every global batch.
 
-Iterators are grain DatasetIterators, whose state the checkpoints store, so a resumed run reads the
-exact batches the uninterrupted run would have read.
+The global batch is the same whatever the number of hosts, so 2 hosts x 4 devices train exactly like
+1 host x 8 devices. Iterators are grain DatasetIterators, whose state the checkpoints store, so a
+resumed run reads the exact batches the uninterrupted run would have read.
 """
 from __future__ import annotations
 
@@ -37,13 +39,17 @@ def host_batch_size(global_batch_size: int) -> int:
 
 def batched_iterator(source, global_batch_size: int, seed: int, transform: Callable | None = None,
                      shuffle: bool = True, num_epochs: int | None = None, num_threads: int = 2):
-  """A checkpointable iterator of host-local numpy batches (dicts of [B_host, ...] arrays)."""
+  """A checkpointable iterator of host-local numpy batches (dicts of [B_host, ...] arrays).
+
+  Host p of P reads rows [p * B_host, (p + 1) * B_host) of every global batch: batches of B_host in
+  global order, every P-th one starting at the p-th.
+  """
   ds = grain.MapDataset.source(source)
-  ds = ds[jax.process_index()::jax.process_count()]
   if shuffle:
     ds = ds.shuffle(seed=seed)
   ds = ds.repeat(num_epochs)
   if transform is not None:
     ds = ds.map(transform)
   ds = ds.batch(host_batch_size(global_batch_size), drop_remainder=True)
+  ds = ds[jax.process_index()::jax.process_count()]
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)))

@@ -82,7 +82,7 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
 
     checkpointer = ckpt_lib.Checkpointer(f"{logdir}/checkpoints", keep=config.checkpoint_keep)
     start = checkpointer.latest_step()
-    if start is not None:
+    if start is not None:  # the newest intact checkpoint: damaged ones are skipped with a warning
       state = checkpointer.restore(ckpt_lib.abstract_like(abstract, shardings), spec.data_iter)
       start = int(state.step)
       tqdm.tqdm.write(f"{spec.name}: resuming from the checkpoint at step {start}")
@@ -118,7 +118,8 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
                     dynamic_ncols=True)
     pending = first
     last_time, last_step = time.perf_counter(), start
-    with _Preemption() as preempt:
+    # Leaving the block any way (done, SIGTERM, an error) waits for the save in flight to finish.
+    with _Preemption() as preempt, checkpointer:
       for step in range(start, spec.steps):
         batch = pending if pending is not None else next(spec.data_iter)
         pending = None
@@ -138,14 +139,13 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
           bar.set_postfix(loss=f"{scalars['loss']:.4f}", s_per_step=f"{step_time:.2f}")
         bar.update(1)
         if done % spec.ckpt_every == 0 or done == spec.steps or preempt.requested:
-          checkpointer.save(done, state, spec.data_iter, config, force=preempt.requested)
+          checkpointer.save(done, state, spec.data_iter, config, force=preempt.requested)  # async
         if preempt.requested:
+          checkpointer.wait()
           logging.warning("%s: SIGTERM at step %d: checkpoint saved, exiting", spec.name, done)
-          checkpointer.close()
           raise SystemExit(143)
     bar.close()
     writer.close()
-    checkpointer.close()
   return state
 
 

@@ -8,7 +8,6 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 import tqdm
 
 from vidgen.data import datasets
@@ -16,6 +15,7 @@ from vidgen.data import pipeline
 from vidgen.evaluate import video_metrics
 from vidgen.models import vae as vae_lib
 from vidgen.parallel import rules
+from vidgen.train import checkpoint as ckpt_lib
 from vidgen.train import loop
 
 
@@ -102,13 +102,9 @@ def load_vae_params(workdir: str):
 
 
 def restore_params(checkpoint_dir: str, field: str):
-  """One field of the TrainState in the newest checkpoint, restored as plain arrays (no target needed)."""
-  with ocp.CheckpointManager(os.path.abspath(checkpoint_dir), item_names=("state", "data", "config")) as mngr:
-    step = mngr.latest_step()
-    if step is None:
-      raise FileNotFoundError(checkpoint_dir)
-    restored = mngr.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
-  state = restored["state"]
+  """One field of the TrainState in the newest intact checkpoint, as plain arrays (no target needed)."""
+  with ckpt_lib.Checkpointer(checkpoint_dir, read_only=True) as checkpointer:
+    state = checkpointer.restore()
   return state[field] if isinstance(state, dict) else getattr(state, field)
 
 
