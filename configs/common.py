@@ -36,6 +36,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.vae.temporal_kernel = 3  # of the 3x3 convs; 1 = per-frame 2D convs (cheap with temporal_patch_size > 1)
   c.vae.level_shortcuts = False  # parameter-free space-to-channel shortcuts around each level (DC-AE, Wan 2.2)
   c.vae.dropout = 0.0
+  c.vae.dtype = "float32"  # compute dtype (bfloat16 on accelerators); parameters stay float32
 
   # Jointly trained text encoder over a hashed word tokenizer.
   c.text = ml_collections.ConfigDict()
@@ -56,7 +57,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dit.qk_norm = True
   c.dit.cross_attn_norm = True
   c.dit.text_pool = True
-  c.dit.remat = False
+  c.dit.remat = "none"  # none | full | dots (keep matmul outputs) | dots_no_batch: trade compute for memory
+  c.dit.dtype = "float32"  # compute dtype of the text encoder and DiT; parameters and optimizer stay float32
   c.dit.attention = "xla"  # xla | cudnn | splash (TPU) | context (ring over mesh.context)
 
   c.train_vae = ml_collections.ConfigDict()
@@ -66,6 +68,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train_vae.warmup_steps = 100
   c.train_vae.weight_decay = 0.0
   c.train_vae.grad_clip = 1.0
+  c.train_vae.grad_accum_steps = 1  # micro-batches per optimizer step (batch_size is the whole step's batch)
   c.train_vae.kl_weight = 1e-6
   c.train_vae.l1_weight = 1.0
   c.train_vae.mse_weight = 1.0
@@ -79,6 +82,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train_dit.warmup_steps = 200
   c.train_dit.weight_decay = 0.0
   c.train_dit.grad_clip = 1.0
+  c.train_dit.grad_accum_steps = 1  # micro-batches per optimizer step (batch_size is the whole step's batch)
   c.train_dit.ema_decay = 0.999
   c.train_dit.text_dropout = 0.1
   c.train_dit.t_mean = 0.0

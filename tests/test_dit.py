@@ -103,3 +103,44 @@ def test_tokenizer_stable_truncates_and_pads(caplog):
   assert (empty == tok_lib.PAD_ID).all() and not empty_mask.any()
   with pytest.raises(ValueError, match="vocab_size"):
     tok_lib.HashedWordTokenizer(1, 4)
+
+
+def _velocity_and_grads(model, params, x, ids):
+  loss = lambda p: jnp.mean(jnp.square(model.apply({"params": p}, x, jnp.array([0.4]), ids)))
+  v = model.apply({"params": params}, x, jnp.array([0.4]), ids)
+  return v, jax.grad(loss)(params)
+
+
+def test_bfloat16_compute_keeps_float32_params_and_tracks_float32():
+  x = jax.random.normal(jax.random.key(3), (1, 3, 4, 4, 4))
+  ids = jnp.asarray(tok_lib.HashedWordTokenizer(256, 8).encode_batch(["a red circle moving left"])[0])
+  f32 = _model()
+  bf16 = t2v.TextToVideo(text_kwargs=TEXT, dit_kwargs=DIT, dtype=jnp.bfloat16)
+  params = _random_params(f32, x, ids)
+  assert all(p.dtype == jnp.float32 for p in jax.tree_util.tree_leaves(
+      jax.eval_shape(lambda: nn.unbox(bf16.init(jax.random.key(0), x, jnp.zeros((1,)), ids)["params"]))))
+  apply = lambda model, p: model.apply({"params": p}, x, jnp.array([0.4]), ids)
+  # Gradients reach the float32 master weights as float32 (shapes only: bf16 matmuls are slow on CPU).
+  grads = jax.eval_shape(jax.grad(lambda p: jnp.mean(jnp.square(apply(bf16, p)))), params)
+  assert all(g.dtype == jnp.float32 for g in jax.tree_util.tree_leaves(grads))
+  v32, v16 = apply(f32, params), apply(bf16, params)
+  assert v16.dtype == jnp.float32
+  scale = float(jnp.abs(v32).max())
+  assert float(jnp.abs(v16 - v32).max()) < 0.05 * scale  # bf16 has 8 mantissa bits
+  assert float(jnp.abs(v16 - v32).max()) > 0  # and really computed in bf16
+
+
+@pytest.mark.parametrize("policy", ["full", "dots", "dots_no_batch"])
+def test_remat_policies_give_the_same_gradients(policy):
+  x = jax.random.normal(jax.random.key(4), (1, 3, 4, 4, 4))
+  ids = jnp.asarray(tok_lib.HashedWordTokenizer(256, 8).encode_batch(["a blue box falls"])[0])
+  plain = _model()
+  remat = t2v.TextToVideo(text_kwargs=TEXT, dit_kwargs=dict(DIT, remat=policy))
+  params = _random_params(plain, x, ids)
+  _, g_plain = _velocity_and_grads(plain, params, x, ids)
+  _, g_remat = _velocity_and_grads(remat, params, x, ids)
+  for a, b in zip(jax.tree_util.tree_leaves(g_plain), jax.tree_util.tree_leaves(g_remat)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+  with pytest.raises(ValueError, match="allowed"):
+    t2v.TextToVideo(text_kwargs=TEXT, dit_kwargs=dict(DIT, remat="everything")).init(
+        jax.random.key(0), x, jnp.zeros((1,)), ids)

@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from vidgen.diffusion import sampling
 from vidgen.models import attention
+from vidgen.models import dit as dit_lib
 from vidgen.models import vae as vae_lib
+
+
+COMPUTE_DTYPES = ("float32", "bfloat16")
 
 
 class ConfigError(ValueError):
@@ -61,6 +65,9 @@ def validate(config) -> None:
            f"allowed {attention.IMPLEMENTATIONS}")
   # -1 (devices left over) is only known once the mesh exists: validate_for_mesh checks it then.
   _check_model_split(config, context=config.mesh.get("context", 1), tensor=config.mesh.get("tensor", 1))
+  _require(dit.remat in dit_lib.REMAT_POLICIES, "dit.remat", dit.remat, f"allowed {tuple(dit_lib.REMAT_POLICIES)}")
+  for field, value in (("vae.dtype", v.dtype), ("dit.dtype", dit.dtype)):
+    _require(value in COMPUTE_DTYPES, field, value, f"allowed {COMPUTE_DTYPES}")
   _require(text.width % text.num_heads == 0, "text.num_heads", text.num_heads, f"must divide text.width={text.width}")
   _require(text.max_length >= 1, "text.max_length", text.max_length, "must be >= 1")
   for name in ("train_vae", "train_dit"):
@@ -70,6 +77,8 @@ def validate(config) -> None:
     _require(t.lr > 0, f"{name}.lr", t.lr, "must be > 0")
     _require(t.log_every >= 1, f"{name}.log_every", t.log_every, "must be >= 1")
     _require(t.ckpt_every >= 1, f"{name}.ckpt_every", t.ckpt_every, "must be >= 1")
+    _require(t.grad_accum_steps >= 1 and t.batch_size % t.grad_accum_steps == 0, f"{name}.grad_accum_steps",
+             t.grad_accum_steps, f"must be >= 1 and divide {name}.batch_size={t.batch_size}")
   _require(0.0 <= config.train_dit.text_dropout < 1.0, "train_dit.text_dropout", config.train_dit.text_dropout,
            "must be in [0, 1)")
   _require(0.0 <= config.train_dit.ema_decay < 1.0, "train_dit.ema_decay", config.train_dit.ema_decay,
@@ -106,6 +115,7 @@ def validate_for_mesh(config, data_parallel_size: int, context: int = 1, tensor:
   tokens over `context` and heads over `tensor` (the mesh's sizes)."""
   _check_model_split(config, context, tensor)
   for name in ("train_vae", "train_dit"):
-    b = config[name].batch_size
-    _require(b % data_parallel_size == 0, f"{name}.batch_size", b,
-             f"must be divisible by the mesh's data-parallel size {data_parallel_size} (data x fsdp)")
+    b, accum = config[name].batch_size, config[name].grad_accum_steps
+    _require(b % (data_parallel_size * accum) == 0, f"{name}.batch_size", b,
+             f"must be divisible by the mesh's data-parallel size {data_parallel_size} (data x fsdp) x "
+             f"{name}.grad_accum_steps={accum}")

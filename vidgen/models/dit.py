@@ -22,6 +22,15 @@ from vidgen.models import layers
 from vidgen.models import rope as rope_lib
 
 
+# What a block keeps for the backward pass; the rest is recomputed. 'full' keeps only the block's input.
+REMAT_POLICIES = {
+    "none": None,
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.checkpoint_dots_with_no_batch_dims,
+}
+
+
 class DiTBlock(nn.Module):
   num_heads: int
   ffn_dim: int
@@ -74,7 +83,7 @@ class DiT(nn.Module):
   text_pool: bool = False
   eps: float = 1e-6
   rope_theta: float = 10000.0
-  remat: bool = False
+  remat: str = "none"  # a key of REMAT_POLICIES
   implementation: str = "xla"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -112,7 +121,9 @@ class DiT(nn.Module):
         nn.gelu(ctx, approximate=True))
 
     freqs = rope_lib.rope_freqs(grid, self.dim // self.num_heads, self.rope_theta)
-    block_cls = nn.remat(DiTBlock) if self.remat else DiTBlock
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"remat={self.remat!r}: allowed {tuple(REMAT_POLICIES)}")
+    block_cls = DiTBlock if self.remat == "none" else nn.remat(DiTBlock, policy=REMAT_POLICIES[self.remat])
     for i in range(self.depth):
       x = block_cls(self.num_heads, self.ffn_dim, self.qk_norm, self.cross_attn_norm, self.eps,
                     self.implementation, name=f"blocks_{i}", **kw)(x, e6, ctx, context_mask, freqs)

@@ -20,6 +20,7 @@ from vidgen import config_validation
 from vidgen.data import datasets
 from vidgen.data import pipeline
 from vidgen.diffusion import flow
+from vidgen.models import flops
 from vidgen.models import t2v
 from vidgen.models import tokenizer as tokenizer_lib
 from vidgen.parallel import rules
@@ -40,6 +41,7 @@ def latent_grid(config) -> tuple[int, int, int]:
 def t2v_module(config) -> t2v.TextToVideo:
   text, dit = config.text, config.dit
   return t2v.TextToVideo(
+      dtype=jnp.dtype(dit.dtype),
       text_kwargs=dict(vocab_size=text.vocab_size, max_length=text.max_length, width=text.width,
                        depth=text.depth, num_heads=text.num_heads, implementation=dit.attention),
       dit_kwargs=dict(patch_size=tuple(dit.patch_size), in_dim=config.vae.z_dim, out_dim=config.vae.z_dim,
@@ -126,5 +128,6 @@ def train_dit(config, workdir: str, mesh, progress: bool = True):
       loss_fn=dit_loss(model, config, stats["mean"], stats["std"]), data_iter=data_iter, steps=t.steps,
       batch_size=t.batch_size, lr=t.lr, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
       grad_clip=t.grad_clip, log_every=t.log_every, ckpt_every=t.ckpt_every, ema_decay=t.ema_decay,
-      rules=rules.DIT_RULES)
+      rules=rules.DIT_RULES, grad_accum_steps=t.grad_accum_steps, compute_dtype=config.dit.dtype,
+      analytic_flops=flops.train_step_flops(flops.dit_config_flops(config, grid), t.batch_size))
   return loop.train(spec, workdir=workdir, config=config, mesh=mesh, seed=config.seed + 1, progress=progress)

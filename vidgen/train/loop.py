@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from vidgen.parallel import device_peaks
 from vidgen.parallel import mesh as mesh_lib
 from vidgen.train import checkpoint as ckpt_lib
 from vidgen.train import metrics as metrics_lib
@@ -41,6 +42,9 @@ class TrainSpec:
   ckpt_every: int
   ema_decay: float = 0.0
   rules: tuple = ()
+  grad_accum_steps: int = 1      # micro-batches per step; their gradients are averaged
+  compute_dtype: str = "float32"  # picks the device peak that MFU divides by
+  analytic_flops: float | None = None  # matmul FLOPs per step (vidgen/models/flops.py); else XLA's count
 
 
 class _Preemption:
@@ -71,6 +75,8 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
   tx = state_lib.make_optimizer(spec.lr, spec.steps, spec.warmup_steps, spec.weight_decay, spec.grad_clip)
   rng = jax.random.key(seed)
   init_rng, step_rng = jax.random.split(rng)
+  # Before the mesh context: on CPU the peak is a matmul measured on one device.
+  peak, peak_source = device_peaks.peak_flops(mesh.devices.flat[0], spec.compute_dtype)
 
   def create(r):
     return state_lib.TrainState.create(spec.init_params(r), tx, spec.ema_decay)
@@ -95,7 +101,7 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
 
     def train_step(state, batch):
       r = jax.random.fold_in(step_rng, state.step)
-      (loss, aux), grads = jax.value_and_grad(spec.loss_fn, has_aux=True)(state.params, batch, r)
+      (loss, aux), grads = _accumulated_grads(spec.loss_fn, state.params, batch, r, spec.grad_accum_steps)
       new_state = state.apply_gradients(grads)
       aux = dict(aux, loss=loss, grad_norm=_global_norm(grads))
       return new_state, aux
@@ -108,9 +114,12 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
                       out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
     t0 = time.perf_counter()
     compiled = step_fn.lower(state, global_batch).compile()
-    flops = metrics_lib.compiled_flops(compiled)
-    tqdm.tqdm.write(f"{spec.name}: step compiled in {time.perf_counter() - t0:.1f}s, "
-                    f"{flops:.3g} FLOPs/step (XLA cost analysis)")
+    xla_flops = metrics_lib.compiled_flops(compiled) * mesh.size  # XLA counts one device's program
+    flops = spec.analytic_flops or xla_flops
+    tqdm.tqdm.write(f"{spec.name}: step compiled in {time.perf_counter() - t0:.1f}s; FLOPs/step "
+                    + (f"{spec.analytic_flops:.3g} analytic (matmuls), " if spec.analytic_flops else "")
+                    + f"{xla_flops:.3g} XLA cost analysis; peak per device "
+                    + (f"{peak / 1e12:.3g} TFLOP/s ({peak_source})" if peak else peak_source))
     _log_memory(spec.name, compiled)
 
     writer = metrics_lib.MetricWriter(logdir)
@@ -133,8 +142,11 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
           step_time = (now - last_time) / (done - last_step)
           last_time, last_step = now, done
           scalars = {k: float(np.asarray(v)) for k, v in aux.items()}
+          per_device = flops / step_time / mesh.size
           scalars.update(step_time_s=step_time, examples_per_s=spec.batch_size / step_time,
-                         flops_per_step=flops, tflops_per_s=flops / step_time / 1e12)
+                         flops_per_step=flops, tflops_per_s_per_device=per_device / 1e12)
+          if peak:
+            scalars["mfu"] = per_device / peak
           writer.write(done, scalars)
           bar.set_postfix(loss=f"{scalars['loss']:.4f}", s_per_step=f"{step_time:.2f}")
         bar.update(1)
@@ -147,6 +159,32 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
     bar.close()
     writer.close()
   return state
+
+
+def _accumulated_grads(loss_fn, params, batch, rng, steps: int):
+  """((loss, aux), grads) of the batch, computed over `steps` micro-batches and averaged.
+
+  Micro-batch i takes rows i, i + steps, i + 2 steps, ... so every device keeps an equal share of each
+  (the batch axis is split over devices in contiguous blocks).
+  """
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  if steps == 1:
+    return grad_fn(params, batch, rng)
+
+  def micro(x):
+    x = x.reshape((x.shape[0] // steps, steps) + x.shape[1:])
+    return jnp.moveaxis(x, 1, 0)
+
+  def body(total, inputs):
+    i, mb = inputs
+    out = grad_fn(params, mb, jax.random.fold_in(rng, i))
+    return jax.tree_util.tree_map(jnp.add, total, out), None
+
+  micro_batches = jax.tree_util.tree_map(micro, batch)
+  first = jax.tree_util.tree_map(lambda x: x[0], micro_batches)
+  zero = jax.tree_util.tree_map(jnp.zeros_like, jax.eval_shape(grad_fn, params, first, rng))
+  total, _ = jax.lax.scan(body, zero, (jnp.arange(steps), micro_batches))
+  return jax.tree_util.tree_map(lambda x: x / steps, total)
 
 
 def _strip_boxes(tree):

@@ -25,7 +25,7 @@ def vae_module(config) -> vae_lib.VideoVAE:
                           attn_scales=tuple(v.attn_scales), temporal_downsample=tuple(v.temporal_downsample),
                           spatial_downsample=tuple(v.spatial_downsample), patch_size=v.patch_size,
                           temporal_patch_size=v.temporal_patch_size, level_shortcuts=v.level_shortcuts,
-                          temporal_kernel=v.temporal_kernel, dropout=v.dropout)
+                          temporal_kernel=v.temporal_kernel, dropout=v.dropout, dtype=jnp.dtype(v.dtype))
 
 
 def to_model_input(video_uint8):
@@ -60,7 +60,8 @@ def train_vae(config, workdir: str, mesh, progress: bool = True):
       name="vae", init_params=lambda r: vae.init({"params": r, "sample": r}, dummy)["params"],
       loss_fn=vae_loss(vae, t), data_iter=data_iter, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
       warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
-      log_every=t.log_every, ckpt_every=t.ckpt_every, rules=rules.VAE_RULES)
+      log_every=t.log_every, ckpt_every=t.ckpt_every, rules=rules.VAE_RULES, grad_accum_steps=t.grad_accum_steps,
+      compute_dtype=config.vae.dtype)
   state = loop.train(spec, workdir=workdir, config=config, mesh=mesh, seed=config.seed, progress=progress)
   stats = latent_stats(config, workdir, state.params, progress=progress)
   with open(os.path.join(workdir, "vae", "latent_stats.json"), "w") as f:
