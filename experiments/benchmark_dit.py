@@ -142,6 +142,7 @@ def memory_check(depth: int = 30, grid: tuple[int, int, int] = (4, 16, 16)) -> d
   from vidgen.models import dit as dit_lib
   from vidgen.parallel import mesh as mesh_lib
   from vidgen.parallel import rules
+  from vidgen.train import loop
   from vidgen.train import state as state_lib
   if jax.device_count() != 8:
     raise SystemExit(f"--memory_check needs 8 devices, found {jax.device_count()}")
@@ -157,10 +158,7 @@ def memory_check(depth: int = 30, grid: tuple[int, int, int] = (4, 16, 16)) -> d
     with jax.set_mesh(mesh), nn.logical_axis_rules(rules.DIT_RULES):
       init = lambda r: state_lib.TrainState.create(
           model.init(r, jnp.zeros(x.shape), jnp.zeros((8,)), jnp.zeros(ctx.shape))["params"], tx)
-      abstract = jax.eval_shape(init, jax.random.key(0))
-      shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, rules.DIT_RULES)
-      abstract = jax.tree_util.tree_map(lambda a: a.value if isinstance(a, nn.Partitioned) else a, abstract,
-                                        is_leaf=lambda a: isinstance(a, nn.Partitioned))
+      abstract, shardings = loop.abstract_state(init, jax.random.key(0), mesh, rules.DIT_RULES)
       batch_sharding = mesh_lib.batch_sharding(mesh)
 
       def step(state, x0, context):

@@ -17,6 +17,7 @@ import pytest
 from tests import helpers
 from tests import resume_driver
 from vidgen.train import checkpoint as ckpt_lib
+from vidgen.train import loop
 from vidgen.train import state as state_lib
 
 STEPS = 16
@@ -119,11 +120,7 @@ def _abstract_state(mesh):
     return state_lib.TrainState.create(resume_driver.init_params(rng), tx, ema_decay=0.9)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(resume_driver.RULES):
-    abstract = jax.eval_shape(create, jax.random.key(0))
-    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, resume_driver.RULES)
-  abstract = jax.tree_util.tree_map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, abstract,
-                                    is_leaf=lambda x: isinstance(x, nn.Partitioned))
-  return abstract, shardings
+    return loop.abstract_state(create, jax.random.key(0), mesh, resume_driver.RULES)
 
 
 def _random_state(mesh, seed=0):

@@ -82,9 +82,7 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
     return state_lib.TrainState.create(spec.init_params(r), tx, spec.ema_decay)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(spec.rules):
-    abstract = jax.eval_shape(create, init_rng)
-    shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(abstract), mesh, spec.rules)
-    abstract = _strip_boxes(abstract)
+    abstract, shardings = abstract_state(create, init_rng, mesh, spec.rules)
 
     checkpointer = ckpt_lib.Checkpointer(f"{logdir}/checkpoints", keep=config.checkpoint_keep)
     start = checkpointer.latest_step()
@@ -187,10 +185,14 @@ def _accumulated_grads(loss_fn, params, batch, rng, steps: int):
   return jax.tree_util.tree_map(lambda x: x / steps, total)
 
 
-def _strip_boxes(tree):
-  """Partitioned boxes -> their values, with no sharding constraint (for abstract trees)."""
-  return jax.tree_util.tree_map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, tree,
-                                is_leaf=lambda x: isinstance(x, nn.Partitioned))
+def abstract_state(create: Callable, rng, mesh, rules):
+  """(ShapeDtypeStructs of create(rng), their shardings on `mesh` by the logical axis `rules`); nothing is
+  allocated. `create` returns a tree with nn.Partitioned leaves (logical axis names); call under the mesh."""
+  boxed = jax.eval_shape(create, rng)
+  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
+  abstract = jax.tree_util.tree_map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, boxed,
+                                    is_leaf=lambda x: isinstance(x, nn.Partitioned))
+  return abstract, shardings
 
 
 def _global_norm(tree):
