@@ -58,6 +58,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dit.cross_attn_norm = True
   c.dit.text_pool = True
   c.dit.remat = "none"  # none | full | dots (keep matmul outputs) | dots_no_batch: trade compute for memory
+  # One block traced and looped over stacked parameters (MaxText's scan_layers): compile time stays flat in
+  # depth, FSDP gathers and reduces one block at a time, and the tiny DiT step is 21% faster on CPU
+  # (measured). False gives Wan's blocks_i layout; dit.stack_blocks/unstack_blocks convert.
+  c.dit.scan_blocks = True
   c.dit.dtype = "float32"  # compute dtype of the text encoder and DiT; parameters and optimizer stay float32
   c.dit.attention = "xla"  # xla | cudnn | splash (TPU) | context (ring over mesh.context)
 

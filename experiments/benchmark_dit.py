@@ -26,12 +26,14 @@ _DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Compute
 _ATTENTION = flags.DEFINE_string("attention", "xla", "dit.attention implementation.")
 _REMAT = flags.DEFINE_enum("remat", "none", ["none", "full", "dots", "dots_no_batch"],
                            "What each block keeps for the backward pass (vidgen/models/dit.py REMAT_POLICIES).")
+_SCAN = flags.DEFINE_bool("scan_blocks", False, "Scan over the DiT blocks (dit.scan_blocks): compiles 30 layers "
+                          "in seconds instead of minutes.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed steps (after 2 warm-up steps).")
 _OUT = flags.DEFINE_string("out", None, "Also write the results as JSON here.")
 _MEMORY_CHECK = flags.DEFINE_bool("memory_check", False, "Compile a Wan-1.3B-shape DiT train step with fsdp=8 "
                                   "and fsdp=1 on 8 (faked) devices and compare per-device bytes; runs nothing.")
-_MEMORY_DEPTH = flags.DEFINE_integer("memory_depth", 30, "Blocks of the --memory_check DiT (30: 1.42B parameters; "
-                                     "XLA:CPU needs many minutes to compile that, 4 takes one).")
+_MEMORY_DEPTH = flags.DEFINE_integer("memory_depth", 30, "Blocks of the --memory_check DiT (30: 1.42B parameters, "
+                                     "Wan 2.1 1.3B's shape).")
 
 # (dim, ffn_dim, heads, depth, latent grid (F, H, W), patch, batch, text_len, text_dim)
 SIZES = {
@@ -42,14 +44,15 @@ SIZES = {
     "wan1.3b_16k": (1536, 8960, 12, 30, (16, 32, 128), (1, 2, 2), 1, 512, 4096),
     "wan1.3b_32k": (1536, 8960, 12, 30, (21, 60, 104), (1, 2, 2), 1, 512, 4096),  # 480p, 81 frames: 32760
 }
-def build(size: str, dtype: str, attention: str, remat: str):
+def build(size: str, dtype: str, attention: str, remat: str, scan_blocks: bool = False):
   """The DiT module, its inputs for one batch, and the analytic forward FLOPs per example."""
   import jax.numpy as jnp
   from vidgen.models import dit as dit_lib
   from vidgen.models import flops
   dim, ffn, heads, depth, grid, patch, batch, text_len, text_dim = SIZES[size]
   model = dit_lib.DiT(patch_size=patch, in_dim=16, out_dim=16, dim=dim, ffn_dim=ffn, num_heads=heads,
-                      depth=depth, remat=remat, implementation=attention, dtype=jnp.dtype(dtype))
+                      depth=depth, remat=remat, scan_blocks=scan_blocks, implementation=attention,
+                      dtype=jnp.dtype(dtype))
   tokens = math.prod(g // p for g, p in zip(grid, patch))
   fwd = flops.dit_forward_flops(tokens=tokens, text_len=text_len, text_dim=text_dim, dim=dim, ffn_dim=ffn,
                                 depth=depth, in_dim=16, out_dim=16, patch_volume=math.prod(patch))
@@ -92,11 +95,11 @@ def _feed(args, out):
   return (out[0], out[1], *args[2:]) if isinstance(out, tuple) and len(out) == 3 else args
 
 
-def benchmark(size: str, dtype: str, attention: str, remat: str, steps: int, peak: float | None,
-              peak_source: str) -> dict:
+def benchmark(size: str, dtype: str, attention: str, remat: str, scan_blocks: bool, steps: int,
+              peak: float | None, peak_source: str) -> dict:
   import jax
   import jax.numpy as jnp
-  model, shapes, tokens, fwd = build(size, dtype, attention, remat)
+  model, shapes, tokens, fwd = build(size, dtype, attention, remat, scan_blocks)
   batch = shapes["x"][0]
   rng = jax.random.key(0)
   x = jax.random.normal(rng, shapes["x"], jnp.float32)
@@ -121,7 +124,7 @@ def benchmark(size: str, dtype: str, attention: str, remat: str, steps: int, pea
   sample_fs = fwd * 2 * batch / sample_s / n_dev
   return {
       "size": size, "params": n_params, "tokens": tokens, "batch": batch, "dtype": dtype, "attention": attention,
-      "remat": remat, "device": device.device_kind, "devices": n_dev, "peak_flops": peak, "peak_source": peak_source,
+      "remat": remat, "scan_blocks": scan_blocks, "device": device.device_kind, "devices": n_dev, "peak_flops": peak, "peak_source": peak_source,
       "train_step_s": train_s, "train_flops_analytic": 3 * fwd * batch, "train_flops_xla": xla_flops,
       "train_tflops_per_device": train_fs / 1e12, "train_mfu": train_fs / peak if peak else None,
       "sample_step_s": sample_s, "sample_tflops_per_device": sample_fs / 1e12,
@@ -134,48 +137,21 @@ def memory_check(depth: int = 30, grid: tuple[int, int, int] = (4, 16, 16)) -> d
 
   At 256 tokens per clip the parameters, gradients and AdamW moments dominate: what FSDP splits.
   """
-  import flax.linen as nn
   import jax
   import jax.numpy as jnp
-  import ml_collections
-  from vidgen.diffusion import flow
   from vidgen.models import dit as dit_lib
-  from vidgen.parallel import mesh as mesh_lib
-  from vidgen.parallel import rules
-  from vidgen.train import loop
-  from vidgen.train import state as state_lib
+  from vidgen.parallel import fsdp_memory
   if jax.device_count() != 8:
     raise SystemExit(f"--memory_check needs 8 devices, found {jax.device_count()}")
   model = dit_lib.DiT(
-      patch_size=(1, 2, 2), in_dim=16, out_dim=16, dim=1536, ffn_dim=8960, num_heads=12, depth=depth, remat="full")
+      patch_size=(1, 2, 2), in_dim=16, out_dim=16, dim=1536, ffn_dim=8960, num_heads=12, depth=depth, remat="full",
+      scan_blocks=True)  # per-block gathers and gradient reductions inside the loop, and a compile that fits
   x = jax.ShapeDtypeStruct((8, *grid, 16), jnp.float32)
   ctx = jax.ShapeDtypeStruct((8, 512, 4096), jnp.float32)
-  tx = state_lib.make_optimizer(1e-4, 1000, 10)
-  result = {}
-  for fsdp in (1, 8):
-    cfg = ml_collections.ConfigDict(dict(data=8 // fsdp, fsdp=fsdp, tensor=1, context=1))
-    mesh = mesh_lib.create_mesh(cfg)
-    with jax.set_mesh(mesh), nn.logical_axis_rules(rules.DIT_RULES):
-      init = lambda r: state_lib.TrainState.create(
-          model.init(r, jnp.zeros(x.shape), jnp.zeros((8,)), jnp.zeros(ctx.shape))["params"], tx)
-      abstract, shardings = loop.abstract_state(init, jax.random.key(0), mesh, rules.DIT_RULES)
-      batch_sharding = mesh_lib.batch_sharding(mesh)
-
-      def step(state, x0, context):
-        loss_fn = lambda p: flow.flow_loss(lambda x_t, t: model.apply({"params": p}, x_t, t, context), x0,
-                                           jax.random.key(0))
-        return state.apply_gradients(jax.grad(loss_fn)(state.params))
-
-      compiled = jax.jit(step, in_shardings=(shardings, batch_sharding, batch_sharding), out_shardings=shardings,
-                         donate_argnums=0).lower(abstract, x, ctx).compile()
-      mem = compiled.memory_analysis()
-      result[f"fsdp{fsdp}"] = {f: int(getattr(mem, f)) for f in (
-          "argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "alias_size_in_bytes")}
-  params = sum(math.prod(a.shape) for a in jax.tree_util.tree_leaves(abstract.params))
-  per_device = {k: v["argument_size_in_bytes"] + v["output_size_in_bytes"] + v["temp_size_in_bytes"]
-                - v["alias_size_in_bytes"] for k, v in result.items()}
-  state = {k: v["argument_size_in_bytes"] for k, v in result.items()}  # params + AdamW moments (+ step)
-  return {"params": params, "bytes_per_device": per_device, "state_bytes_per_device": state,
+  result = {f"fsdp{f}": fsdp_memory.train_step_bytes(model, x, ctx, dict(data=8 // f, fsdp=f)) for f in (1, 8)}
+  per_device = {k: v["total"] for k, v in result.items()}
+  state = {k: v["state"] for k, v in result.items()}
+  return {"params": result["fsdp1"]["params"], "bytes_per_device": per_device, "state_bytes_per_device": state,
           "ratio_fsdp8_to_fsdp1": per_device["fsdp8"] / per_device["fsdp1"],
           "state_ratio_fsdp8_to_fsdp1": state["fsdp8"] / state["fsdp1"], "detail": result}
 
@@ -207,7 +183,7 @@ def main(argv):
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     results = []
     for size in _SIZES.value:
-      r = benchmark(size, _DTYPE.value, _ATTENTION.value, _REMAT.value, _STEPS.value, peak, source)
+      r = benchmark(size, _DTYPE.value, _ATTENTION.value, _REMAT.value, _SCAN.value, _STEPS.value, peak, source)
       results.append(r)
       mfu = lambda v: f"{v:.1%}" if v is not None else "n/a"
       print(f"| {size} | {r['params'] / 1e6:.1f}M | {r['tokens']} | {r['batch']} | {r['dtype']} | "

@@ -144,3 +144,24 @@ def test_remat_policies_give_the_same_gradients(policy):
   with pytest.raises(ValueError, match="allowed"):
     t2v.TextToVideo(text_kwargs=TEXT, dit_kwargs=dict(DIT, remat="everything")).init(
         jax.random.key(0), x, jnp.zeros((1,)), ids)
+
+
+@pytest.mark.parametrize("remat", ["none", "full"])
+def test_scanned_blocks_match_the_loop_with_stacked_params(remat):
+  x = jax.random.normal(jax.random.key(5), (1, 3, 4, 4, 4))
+  ids = jnp.asarray(tok_lib.HashedWordTokenizer(256, 8).encode_batch(["a green ball moves right"])[0])
+  looped = _model()
+  scanned = t2v.TextToVideo(text_kwargs=TEXT, dit_kwargs=dict(DIT, scan_blocks=True, remat=remat))
+  params = _random_params(looped, x, ids)
+  stacked = {**params, "dit": dit_lib.stack_blocks(params["dit"], DIT["depth"])}
+  init_shapes = jax.eval_shape(lambda: nn.unbox(scanned.init(jax.random.key(0), x, jnp.zeros((1,)), ids)["params"]))
+  assert jax.tree_util.tree_structure(init_shapes) == jax.tree_util.tree_structure(stacked)
+  assert init_shapes["dit"]["blocks"]["ffn"]["fc1"]["kernel"].shape[0] == DIT["depth"]
+  v_loop, g_loop = _velocity_and_grads(looped, params, x, ids)
+  v_scan, g_scan = _velocity_and_grads(scanned, stacked, x, ids)
+  np.testing.assert_allclose(np.asarray(v_scan), np.asarray(v_loop), rtol=1e-5, atol=1e-6)
+  g_scan = {**g_scan, "dit": dit_lib.unstack_blocks(g_scan["dit"])}
+  for a, b in zip(jax.tree_util.tree_leaves(g_loop), jax.tree_util.tree_leaves(g_scan)):
+    np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-5, atol=1e-6)
+  round_trip = dit_lib.unstack_blocks(dit_lib.stack_blocks(params["dit"], DIT["depth"]))
+  assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, round_trip, params["dit"]))

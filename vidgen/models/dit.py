@@ -7,7 +7,9 @@ modulated head -> unpatchify to the velocity. Modules and parameters carry Wan's
 ffn, norm3, modulation}, head/{head, modulation}) so Wan 2.1 checkpoints map on mechanically
 (PyTorch Linear weights transpose; Conv3d OIDHW -> DHWIO). Two additions, off for Wan weights:
 `text_pool` adds a pooled text vector to the time embedding (fast attribute learning for small
-models), and `in_dim` > out_dim leaves room for frame-conditioning channels.
+models), and `in_dim` > out_dim leaves room for frame-conditioning channels. With `scan_blocks` the
+blocks are one scanned module whose parameters stack on a leading axis; stack_blocks/unstack_blocks
+convert between the two layouts.
 """
 from __future__ import annotations
 
@@ -68,6 +70,13 @@ class DiTBlock(nn.Module):
     return layers.constrain(x, ("activation_batch", "activation_length", "activation_embed"))
 
 
+class ScannedDiTBlock(DiTBlock):
+  """A DiTBlock in the (carry, output) form nn.scan wants."""
+
+  def __call__(self, x, e6, context, context_mask, freqs):
+    return super().__call__(x, e6, context, context_mask, freqs), None
+
+
 class DiT(nn.Module):
   """Velocity model v(x_t, t, text) for rectified flow."""
   patch_size: tuple[int, int, int] = (1, 2, 2)
@@ -84,6 +93,9 @@ class DiT(nn.Module):
   eps: float = 1e-6
   rope_theta: float = 10000.0
   remat: str = "none"  # a key of REMAT_POLICIES
+  # One block traced once and looped (parameters stacked under `blocks` on a leading 'layers' axis):
+  # compile time and HLO size stop growing with depth, and FSDP gathers/reduces one block at a time.
+  scan_blocks: bool = False
   implementation: str = "xla"
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
@@ -123,10 +135,18 @@ class DiT(nn.Module):
     freqs = rope_lib.rope_freqs(grid, self.dim // self.num_heads, self.rope_theta)
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"remat={self.remat!r}: allowed {tuple(REMAT_POLICIES)}")
-    block_cls = DiTBlock if self.remat == "none" else nn.remat(DiTBlock, policy=REMAT_POLICIES[self.remat])
-    for i in range(self.depth):
-      x = block_cls(self.num_heads, self.ffn_dim, self.qk_norm, self.cross_attn_norm, self.eps,
-                    self.implementation, name=f"blocks_{i}", **kw)(x, e6, ctx, context_mask, freqs)
+    block_args = (self.num_heads, self.ffn_dim, self.qk_norm, self.cross_attn_norm, self.eps, self.implementation)
+    block_cls = ScannedDiTBlock if self.scan_blocks else DiTBlock
+    if self.remat != "none":
+      block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[self.remat])
+    if self.scan_blocks:
+      x, _ = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+                     in_axes=(nn.broadcast,) * 4, length=self.depth,
+                     metadata_params={nn.PARTITION_NAME: "layers"})(*block_args, name="blocks", **kw)(
+                         x, e6, ctx, context_mask, freqs)
+    else:
+      for i in range(self.depth):
+        x = block_cls(*block_args, name=f"blocks_{i}", **kw)(x, e6, ctx, context_mask, freqs)
 
     # Head: LayerNorm modulated by the time embedding (Wan's Head), zero-initialised output.
     head_mod = self.param("head_modulation", nn.with_logical_partitioning(
@@ -146,6 +166,20 @@ def unpatchify(x, grid, patch_size, channels):
   x = x.reshape(b, f, h, w, pt, ph, pw, channels)
   x = jnp.transpose(x, (0, 1, 4, 2, 5, 3, 6, 7))
   return x.reshape(b, f * pt, h * ph, w * pw, channels)
+
+
+def stack_blocks(params: dict, depth: int) -> dict:
+  """DiT parameters with blocks_0..blocks_{depth-1} (Wan's layout) -> one `blocks` tree, layers first."""
+  blocks = [params[f"blocks_{i}"] for i in range(depth)]
+  rest = {k: v for k, v in params.items() if not k.startswith("blocks_")}
+  return {**rest, "blocks": jax.tree_util.tree_map(lambda *a: jnp.stack(a), *blocks)}
+
+
+def unstack_blocks(params: dict) -> dict:
+  """The inverse of stack_blocks: a scanned DiT's parameters in Wan's blocks_i layout."""
+  rest = {k: v for k, v in params.items() if k != "blocks"}
+  depth = jax.tree_util.tree_leaves(params["blocks"])[0].shape[0]
+  return {**rest, **{f"blocks_{i}": jax.tree_util.tree_map(lambda a: a[i], params["blocks"]) for i in range(depth)}}
 
 
 def count_params(params) -> int:

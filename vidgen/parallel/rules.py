@@ -21,6 +21,7 @@ DIT_RULES = (
     ("kv", None),
     ("vocab", "tensor"),
     ("norm", None),
+    ("layers", None),  # the stacked-block axis of a scanned DiT: every device holds every layer's shard
     ("conv_in", None),
 )
 VAE_RULES = (

@@ -47,7 +47,8 @@ def t2v_module(config) -> t2v.TextToVideo:
       dit_kwargs=dict(patch_size=tuple(dit.patch_size), in_dim=config.vae.z_dim, out_dim=config.vae.z_dim,
                       dim=dit.dim, ffn_dim=dit.ffn_dim, freq_dim=dit.freq_dim, num_heads=dit.num_heads,
                       depth=dit.depth, qk_norm=dit.qk_norm, cross_attn_norm=dit.cross_attn_norm,
-                      text_pool=dit.text_pool, remat=dit.remat, implementation=dit.attention))
+                      text_pool=dit.text_pool, remat=dit.remat, scan_blocks=dit.get("scan_blocks", False),
+                      implementation=dit.attention))
 
 
 def _cache_key(config, workdir: str) -> str:

@@ -116,7 +116,7 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
     flops = spec.analytic_flops or xla_flops
     tqdm.tqdm.write(f"{spec.name}: step compiled in {time.perf_counter() - t0:.1f}s; FLOPs/step "
                     + (f"{spec.analytic_flops:.3g} analytic (matmuls), " if spec.analytic_flops else "")
-                    + f"{xla_flops:.3g} XLA cost analysis; peak per device "
+                    + f"{xla_flops:.3g} XLA cost analysis (which counts a scanned loop body once); peak per device "
                     + (f"{peak / 1e12:.3g} TFLOP/s ({peak_source})" if peak else peak_source))
     _log_memory(spec.name, compiled)
 
