@@ -21,6 +21,18 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.data.num_train = 4096
   c.data.num_heldout = 256
   c.data.num_val = 256
+  # name='folder': videos (mp4, webm, mov, gif, mkv, avi) and images under `path`, captions from `manifest`
+  # (JSONL or CSV with path and caption columns) or sidecar .txt files. name='tfds': a prepared TFDS video
+  # dataset under data_dir. Both resample to data.fps (0: keep the source frames) and train in buckets.
+  c.data.path = ""
+  c.data.manifest = ""
+  c.data.tfds_name = ""  # e.g. 'ucf101/ucf101_1', 'moving_mnist'
+  c.data.tfds_split = "train"
+  c.data.video_key = ""  # '' -> the first video feature
+  c.data.caption_key = ""  # '' -> the first Text feature, else a ClassLabel's names
+  c.data.source_fps = 0.0  # tfds: the videos' frame rate (TFDS does not record it); 0 keeps the frames
+  # "HxWxT[:weight]" each (vidgen/data/buckets.py); () -> one bucket data.height x data.width x data.num_frames.
+  c.data.buckets = ()
 
   # Video VAE (Wan 2.1 layout; patch_size 2 is the Wan 2.2-style pixel patchify).
   c.vae = ml_collections.ConfigDict()

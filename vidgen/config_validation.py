@@ -1,6 +1,9 @@
 """Checks a config before anything is built or compiled: one error naming the field and what is allowed."""
 from __future__ import annotations
 
+import os
+
+from vidgen.data import datasets
 from vidgen.diffusion import sampling
 from vidgen.models import attention
 from vidgen.models import dit as dit_lib
@@ -32,6 +35,30 @@ def vae_compression(vae) -> tuple[int, int]:
   return model.temporal_compression, model.spatial_compression
 
 
+def _validate_media(d, tc: int, sc: int, patch) -> None:
+  """A folder or TFDS source and its buckets: every bucket must pass through the VAE and the DiT patches."""
+  _require(d.name in datasets.NAMES, "data.name", d.name, f"allowed {datasets.NAMES}")
+  if d.name == "shapes":
+    return
+  if d.name == "folder":
+    _require(bool(d.path) and os.path.isdir(d.path), "data.path", d.path, "name='folder' needs an existing folder")
+    _require(not d.manifest or os.path.isfile(d.manifest), "data.manifest", d.manifest,
+             "must be '' (sidecar .txt captions) or an existing .jsonl / .csv file")
+  _require(d.fps >= 0, "data.fps", d.fps, "must be >= 0 (0 keeps the source frame rate)")
+  try:
+    buckets = datasets.buckets(d)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  pt, ph, pw = patch
+  for b in buckets:
+    latent_frames = (b.frames - 1) // tc + 1
+    _require((b.frames - 1) % tc == 0 and latent_frames % pt == 0, "data.buckets", b.name,
+             f"bucket frames must be 1 + {tc}k (the VAE) with 1 + k divisible by the DiT's temporal patch {pt}")
+    _require(b.height % (sc * ph) == 0 and b.width % (sc * pw) == 0, "data.buckets", b.name,
+             f"bucket height and width must be multiples of {sc * ph} and {sc * pw} "
+             f"(VAE {sc}x spatial compression x DiT patch)")
+
+
 def validate(config) -> None:
   d, v, dit, text, s = config.data, config.vae, config.dit, config.text, config.sample
   _require(len(v.temporal_downsample) == len(v.dim_mult) - 1, "vae.temporal_downsample", tuple(v.temporal_downsample),
@@ -56,6 +83,7 @@ def validate(config) -> None:
   for field, size, p in (("data.height", d.height, ph), ("data.width", d.width, pw)):
     _require(size > 0 and size % (sc * p) == 0, field, size,
              f"must be a positive multiple of {sc * p} (VAE {sc}x spatial compression x DiT patch {p})")
+  _validate_media(d, tc, sc, dit.patch_size)
   _require(d.speed > 0, "data.speed", d.speed, "must be > 0 pixels per frame")
   _require(d.num_train > 0, "data.num_train", d.num_train, "must be > 0")
   _require(dit.dim % dit.num_heads == 0, "dit.num_heads", dit.num_heads, f"must divide dit.dim={dit.dim}")

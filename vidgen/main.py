@@ -46,6 +46,7 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
   config_validation.validate(config)
   from vidgen import generate as generate_lib
   from vidgen.data import datasets
+  from vidgen.data import media
   from vidgen.evaluate import evaluate as evaluate_lib
   from vidgen.parallel import distributed
   from vidgen.parallel import mesh as mesh_lib
@@ -63,6 +64,11 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
     logging.info("%s took %.1fs", name, timings[name])
     return out
 
+  if config.data.name != "shapes" and mode in ("all", "train_dit", "evaluate"):
+    raise config_validation.ConfigError(
+        f"--mode={mode} with config.data.name={config.data.name!r}: media folders and TFDS videos train the VAE "
+        "(--mode=data, train_vae, evaluate_vae) so far; DiT training from them needs the bucketed latent cache, "
+        "which is not built yet. The Shapes judge (--mode=evaluate) applies to data.name='shapes' only.")
   mesh = None
   if mode in ("all", "train_vae", "train_dit"):
     try:
@@ -72,7 +78,10 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
     config_validation.validate_for_mesh(config, mesh_lib.data_parallel_size(mesh), mesh.shape["context"],
                                         mesh.shape["tensor"])
   if mode in ("all", "data"):
-    timed("data", lambda: distributed.primary_first("data", lambda: datasets.build(config.data, workdir)))
+    built = timed("data", lambda: distributed.primary_first(
+        "data", lambda: datasets.build(config.data, workdir, progress=progress)))
+    if isinstance(built, media.MediaSet) and progress:  # the dataset report (also DATA_DIR/report.json)
+      print(media.format_report(built.report()))
   if mode in ("all", "train_vae"):
     timed("train_vae", lambda: vae_trainer.train_vae(config, workdir, mesh, progress=progress))
   if mode in ("all", "train_dit"):

@@ -53,3 +53,22 @@ def batched_iterator(source, global_batch_size: int, seed: int, transform: Calla
   ds = ds.batch(host_batch_size(global_batch_size), drop_remainder=True)
   ds = ds[jax.process_index()::jax.process_count()]
   return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)))
+
+
+def bucketed_iterator(schedule, load: Callable[[int, int, int, int], dict], num_threads: int = 2):
+  """A checkpointable iterator of host-local batches, each from one bucket (see vidgen/data/buckets.py).
+
+  Element i of this host is row p * B_host + i % B_host of global step i // B_host; `load(bucket, example,
+  step, row)` reads it (decode, resample, crop). Random access by index keeps the iterator state one
+  integer, so a resumed run reads exactly the batches the uninterrupted run would have read.
+  """
+  b_host = host_batch_size(schedule.global_batch_size)
+  first_row = jax.process_index() * b_host
+
+  def element(i):
+    step, r = divmod(int(i), b_host)
+    bucket, example = schedule.example_at(step, first_row + r)
+    return load(bucket, example, step, first_row + r)
+
+  ds = grain.MapDataset.range(2**48).map(element).batch(b_host, drop_remainder=True)
+  return iter(ds.to_iter_dataset(grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=4)))

@@ -2,7 +2,8 @@
 
 Build the abstract state with jax.eval_shape, derive its shardings from the logical axis rules,
 create it with jax.jit(out_shardings=...), compile the step ahead of time (logging FLOPs and
-memory), then step, log, checkpoint, and resume from the newest checkpoint when one exists.
+memory; once per batch shape when buckets vary it), then step, log, checkpoint, and resume from the
+newest checkpoint when one exists.
 """
 from __future__ import annotations
 
@@ -44,7 +45,9 @@ class TrainSpec:
   rules: tuple = ()
   grad_accum_steps: int = 1      # micro-batches per step; their gradients are averaged
   compute_dtype: str = "float32"  # picks the device peak that MFU divides by
-  analytic_flops: float | None = None  # matmul FLOPs per step (vidgen/models/flops.py); else XLA's count
+  # Matmul FLOPs per step (vidgen/models/flops.py), or a function of the batch when shapes vary by bucket;
+  # else XLA's count.
+  analytic_flops: float | Callable | None = None
 
 
 class _Preemption:
@@ -105,44 +108,60 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
       return new_state, aux
 
     batch_sharding = mesh_lib.batch_sharding(mesh)
-    first = next(spec.data_iter)
-    global_batch = jax.tree_util.tree_map(
-        lambda x: jax.make_array_from_process_local_data(batch_sharding, x), first)
     step_fn = jax.jit(train_step, in_shardings=(shardings, batch_sharding),
                       out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
-    t0 = time.perf_counter()
-    compiled = step_fn.lower(state, global_batch).compile()
-    xla_flops = metrics_lib.compiled_flops(compiled) * mesh.size  # XLA counts one device's program
-    flops = spec.analytic_flops or xla_flops
-    tqdm.tqdm.write(f"{spec.name}: step compiled in {time.perf_counter() - t0:.1f}s; FLOPs/step "
-                    + (f"{spec.analytic_flops:.3g} analytic (matmuls), " if spec.analytic_flops else "")
-                    + f"{xla_flops:.3g} XLA cost analysis (which counts a scanned loop body once); peak per device "
-                    + (f"{peak / 1e12:.3g} TFLOP/s ({peak_source})" if peak else peak_source))
-    _log_memory(spec.name, compiled)
+    executables, compile_time = {}, [0.0]
+    # Shapes and shardings only: later compiles must not touch the (donated) live state.
+    state_structs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
+                                           state)
+
+    def executable(batch):
+      """The step compiled for this batch's shapes (one per bucket) and its FLOPs; logged when first seen."""
+      key = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(batch))
+      if key not in executables:
+        t0 = time.perf_counter()
+        compiled = step_fn.lower(state_structs, batch).compile()
+        xla_flops = metrics_lib.compiled_flops(compiled) * mesh.size  # XLA counts one device's program
+        analytic = spec.analytic_flops(batch) if callable(spec.analytic_flops) else spec.analytic_flops
+        shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in batch.items()) if isinstance(batch, dict) else ""
+        tqdm.tqdm.write(f"{spec.name}: step compiled for {shapes} in {time.perf_counter() - t0:.1f}s; FLOPs/step "
+                        + (f"{analytic:.3g} analytic (matmuls), " if analytic else "")
+                        + f"{xla_flops:.3g} XLA cost analysis (which counts a scanned loop body once); "
+                        + "peak per device " + (f"{peak / 1e12:.3g} TFLOP/s ({peak_source})" if peak else peak_source))
+        _log_memory(spec.name, compiled)
+        executables[key] = compiled, analytic or xla_flops
+        compile_time[0] += time.perf_counter() - t0
+      return executables[key]
+
+    def global_batch(host_batch):
+      return jax.tree_util.tree_map(lambda x: jax.make_array_from_process_local_data(batch_sharding, x), host_batch)
+
+    pending = global_batch(next(spec.data_iter))
+    executable(pending)  # compile (and log FLOPs and memory) before step 0
 
     writer = metrics_lib.MetricWriter(logdir)
     bar = tqdm.tqdm(total=spec.steps, initial=start, desc=f"train {spec.name}", disable=not progress,
                     dynamic_ncols=True)
-    pending = first
-    last_time, last_step = time.perf_counter(), start
+    last_time, last_step, window_flops, compile_time[0] = time.perf_counter(), start, 0.0, 0.0
     # Leaving the block any way (done, SIGTERM, an error) waits for the save in flight to finish.
     with _Preemption() as preempt, checkpointer:
       for step in range(start, spec.steps):
-        batch = pending if pending is not None else next(spec.data_iter)
+        batch = pending if pending is not None else global_batch(next(spec.data_iter))
         pending = None
-        batch = jax.tree_util.tree_map(
-            lambda x: jax.make_array_from_process_local_data(batch_sharding, x), batch)
+        compiled, flops = executable(batch)
         state, aux = compiled(state, batch)
+        window_flops += flops
         done = step + 1
         if done % spec.log_every == 0 or done == spec.steps:
           aux = jax.device_get(aux)
           now = time.perf_counter()
-          step_time = (now - last_time) / (done - last_step)
-          last_time, last_step = now, done
+          step_time = (now - last_time - compile_time[0]) / (done - last_step)  # a new bucket's compile excluded
+          mean_flops = window_flops / (done - last_step)
+          last_time, last_step, window_flops, compile_time[0] = now, done, 0.0, 0.0
           scalars = {k: float(np.asarray(v)) for k, v in aux.items()}
-          per_device = flops / step_time / mesh.size
+          per_device = mean_flops / step_time / mesh.size
           scalars.update(step_time_s=step_time, examples_per_s=spec.batch_size / step_time,
-                         flops_per_step=flops, tflops_per_s_per_device=per_device / 1e12)
+                         flops_per_step=mean_flops, tflops_per_s_per_device=per_device / 1e12)
           if peak:
             scalars["mfu"] = per_device / peak
           writer.write(done, scalars)

@@ -11,7 +11,6 @@ import numpy as np
 import tqdm
 
 from vidgen.data import datasets
-from vidgen.data import pipeline
 from vidgen.evaluate import video_metrics
 from vidgen.models import vae as vae_lib
 from vidgen.parallel import rules
@@ -53,9 +52,7 @@ def train_vae(config, workdir: str, mesh, progress: bool = True):
   vae = vae_module(config)
   d = config.data
   dummy = jnp.zeros((1, d.num_frames, d.height, d.width, 3), jnp.float32)
-  source = datasets.source(d, workdir, "train")
-  data_iter = pipeline.batched_iterator(source, t.batch_size, seed=config.seed,
-                                        transform=lambda ex: {"video": ex["video"]})
+  data_iter = datasets.train_iterator(d, workdir, t.batch_size, seed=config.seed)
   spec = loop.TrainSpec(
       name="vae", init_params=lambda r: vae.init({"params": r, "sample": r}, dummy)["params"],
       loss_fn=vae_loss(vae, t), data_iter=data_iter, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
@@ -67,11 +64,6 @@ def train_vae(config, workdir: str, mesh, progress: bool = True):
   with open(os.path.join(workdir, "vae", "latent_stats.json"), "w") as f:
     json.dump(stats, f)
   return state
-
-
-def _videos(source, count: int, batch: int):
-  for start in range(0, count, batch):
-    yield np.stack([source[i]["video"] for i in range(start, min(count, start + batch))])
 
 
 def encode_fn(config):
@@ -86,11 +78,10 @@ def decode_fn(config):
 
 def latent_stats(config, workdir: str, params, num: int = 512, progress: bool = True) -> dict:
   """Per-channel mean and std of posterior means over training clips, to normalise DiT latents."""
-  source = datasets.source(config.data, workdir, "train")
   enc = encode_fn(config)
   means = [np.asarray(enc(params, v)[0]) for v in tqdm.tqdm(
-      _videos(source, min(num, len(source)), 32), desc="latent stats", disable=not progress, leave=False)]
-  z = np.concatenate(means).reshape(-1, config.vae.z_dim)
+      datasets.clip_batches(config.data, workdir, num, 32), desc="latent stats", disable=not progress, leave=False)]
+  z = np.concatenate([m.reshape(-1, config.vae.z_dim) for m in means])  # batches may differ in shape
   return {"mean": z.mean(0).tolist(), "std": (z.std(0) + 1e-6).tolist()}
 
 
@@ -110,17 +101,19 @@ def restore_params(checkpoint_dir: str, field: str):
 
 
 def evaluate_reconstruction(config, workdir: str, params, split: str = "heldout", progress: bool = True) -> dict:
-  """PSNR (dB) of VAE reconstructions of held-out clips, and the flicker of real vs reconstructed."""
-  source = datasets.source(config.data, workdir, split)
+  """PSNR (dB) of VAE reconstructions of held-out clips (training clips for media, which have no held-out
+  split), and the flicker of real vs reconstructed."""
+  split = split if config.data.name == "shapes" else "train"
   vae = vae_module(config)
   recon_fn = jax.jit(lambda p, v: vae.apply({"params": p}, to_model_input(v), sample_posterior=False)[0])
-  num = min(config.eval.num_recon, len(source))
   psnrs, flicker_real, flicker_recon = [], [], []
-  for videos in tqdm.tqdm(_videos(source, num, 16), desc="VAE reconstruction", disable=not progress, leave=False):
+  batches = datasets.clip_batches(config.data, workdir, config.eval.num_recon, 16, split=split)
+  for videos in tqdm.tqdm(batches, desc="VAE reconstruction", disable=not progress, leave=False):
     recon = to_uint8(recon_fn(params, videos))
     psnrs.extend(video_metrics.psnr(a, b) for a, b in zip(videos, recon))
     flicker_real.extend(video_metrics.background_flicker(v) for v in videos)
     flicker_recon.extend(video_metrics.background_flicker(v) for v in recon)
+  num = len(psnrs)
   logging.info("VAE reconstruction PSNR on %d %s clips: %.2f dB", num, split, np.mean(psnrs))
   return {"psnr_db": float(np.mean(psnrs)), "num_clips": num,
           "flicker_real": float(np.mean(flicker_real)), "flicker_recon": float(np.mean(flicker_recon))}
