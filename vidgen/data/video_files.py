@@ -314,6 +314,7 @@ def scan_folder(root: str, manifest: str | None = None,
     raise ValueError(f"media folder not found: {root}")
   if not os.path.isdir(root):
     raise ValueError(f"media folder {root} is not a folder")
+  root = os.path.abspath(root)  # relative paths in the index are relative to it, however it was given
   captions, skipped = read_captions(root, manifest)
   files = []
   for folder, dirs, names in os.walk(root):

@@ -17,7 +17,9 @@ import numpy as np
 import tqdm
 
 from vidgen import config_validation
+from vidgen.data import buckets as buckets_lib
 from vidgen.data import datasets
+from vidgen.data import latent_cache
 from vidgen.data import pipeline
 from vidgen.diffusion import flow
 from vidgen.models import flops
@@ -92,6 +94,19 @@ def build_latent_cache(config, workdir: str, progress: bool = True) -> dict:
   return cache
 
 
+def media_latent_cache(config, workdir: str, progress: bool = True) -> latent_cache.LatentCache:
+  """The bucketed ArrayRecord latent cache of a folder or TFDS dataset (built on first use)."""
+  with open(os.path.join(workdir, "vae", "latent_stats.json")) as f:
+    stats = json.load(f)
+  directory = os.path.join(workdir, "dit", "latents", latent_cache.key(
+      config.data.to_dict(), config.vae.to_dict(), stats, [config.text.vocab_size, config.text.max_length]))
+  vae_params, _ = vae_trainer.load_vae_params(workdir)
+  encode = vae_trainer.encode_fn(config)
+  return latent_cache.build(directory, datasets.media_set(config.data, workdir, progress=False),
+                            lambda videos: encode(vae_params, videos), tokenizer(config), seed=config.seed,
+                            progress=progress)
+
+
 def _text(caption) -> str:
   return caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
 
@@ -118,17 +133,24 @@ def dit_loss(model, config, latent_mean, latent_std):
 def train_dit(config, workdir: str, mesh, progress: bool = True):
   t = config.train_dit
   _, stats = vae_trainer.load_vae_params(workdir)
-  cache = build_latent_cache(config, workdir, progress=progress)
   model = t2v_module(config)
   grid = latent_grid(config)
   dummy_x = jnp.zeros((1, *grid, config.vae.z_dim), jnp.float32)
   dummy_ids = jnp.zeros((1, config.text.max_length), jnp.int32)
-  data_iter = pipeline.batched_iterator(pipeline.ArraySource(cache), t.batch_size, seed=config.seed + 1)
+  if config.data.name == "shapes":
+    cache = build_latent_cache(config, workdir, progress=progress)
+    data_iter = pipeline.batched_iterator(pipeline.ArraySource(cache), t.batch_size, seed=config.seed + 1)
+  else:  # media: latents cached per bucket, batches one bucket each
+    cache = media_latent_cache(config, workdir, progress=progress)
+    schedule = buckets_lib.Schedule(cache.members, [b.weight for b in datasets.buckets(config.data)],
+                                    t.batch_size, config.seed + 1)
+    data_iter = pipeline.bucketed_iterator(schedule, lambda bucket, example, step, row: cache[example])
   spec = loop.TrainSpec(
       name="dit", init_params=lambda r: model.init(r, dummy_x, jnp.zeros((1,)), dummy_ids)["params"],
       loss_fn=dit_loss(model, config, stats["mean"], stats["std"]), data_iter=data_iter, steps=t.steps,
       batch_size=t.batch_size, lr=t.lr, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
       grad_clip=t.grad_clip, log_every=t.log_every, ckpt_every=t.ckpt_every, ema_decay=t.ema_decay,
       rules=rules.DIT_RULES, grad_accum_steps=t.grad_accum_steps, compute_dtype=config.dit.dtype,
-      analytic_flops=flops.train_step_flops(flops.dit_config_flops(config, grid), t.batch_size))
+      analytic_flops=lambda batch: flops.train_step_flops(
+          flops.dit_config_flops(config, tuple(batch["mean"].shape[1:4])), t.batch_size))
   return loop.train(spec, workdir=workdir, config=config, mesh=mesh, seed=config.seed + 1, progress=progress)
