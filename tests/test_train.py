@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 
 from tests import helpers
+from vidgen import config_validation
 from vidgen import generate as generate_lib
 from vidgen import main as main_lib
+from vidgen import video_io
 from vidgen.parallel import mesh as mesh_lib
 from vidgen.train import dit_trainer
 
@@ -79,3 +81,17 @@ def test_dit_train_step_shards_batch_over_8_devices(trained):
   mesh = mesh_lib.create_mesh(config.mesh)
   assert dict(mesh.shape) == {"data": 8, "fsdp": 1, "context": 1, "tensor": 1}
   assert dit_trainer.latent_grid(config) == (3, 4, 4)
+
+
+def test_generate_at_another_size_and_length(trained, tmp_path):
+  config, workdir, _ = trained
+  result = main_lib.run(config, workdir, "generate", ["a red circle moving left"], out_dir=str(tmp_path),
+                        progress=False, size="48x32", frames=5)
+  video, _ = video_io.read_video(str(tmp_path / result["index"][0]["file"]))
+  assert video.shape == (5, 4 * 32, 4 * 48, 3)  # written 4x enlarged for viewing
+  with pytest.raises(config_validation.ConfigError, match="--size=50x32.*data.width"):
+    main_lib.run(config, workdir, "generate", ["x"], out_dir=str(tmp_path), size="50x32")
+  with pytest.raises(config_validation.ConfigError, match="--size='big' is invalid"):
+    main_lib.run(config, workdir, "generate", ["x"], out_dir=str(tmp_path), size="big")
+  with pytest.raises(config_validation.ConfigError, match="data.num_frames.*1 \\+ 4k"):
+    main_lib.run(config, workdir, "generate", ["x"], out_dir=str(tmp_path), frames=6)

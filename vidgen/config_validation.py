@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 
 from vidgen.data import datasets
 from vidgen.diffusion import sampling
@@ -147,3 +148,21 @@ def validate_for_mesh(config, data_parallel_size: int, context: int = 1, tensor:
     _require(b % (data_parallel_size * accum) == 0, f"{name}.batch_size", b,
              f"must be divisible by the mesh's data-parallel size {data_parallel_size} (data x fsdp) x "
              f"{name}.grad_accum_steps={accum}")
+
+
+def with_output_shape(config, size: str | None = None, frames: int | None = None):
+  """A copy of config that generates `size` ('WxH' pixels) and `frames`, checked like any config: 3D RoPE and
+  the convolutional VAE take any shape that the VAE compression and the DiT patches divide."""
+  out = config.copy_and_resolve_references()
+  if size:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", size)
+    if not m:
+      raise ConfigError(f"--size={size!r} is invalid: allowed WxH in pixels, e.g. --size=64x36")
+    out.data.width, out.data.height = int(m.group(1)), int(m.group(2))
+  if frames is not None:
+    out.data.num_frames = int(frames)
+  try:
+    validate(out)
+  except ConfigError as e:
+    raise ConfigError(f"--size={size} --frames={frames}: {e}") from None
+  return out

@@ -28,6 +28,8 @@ _PROMPT = flags.DEFINE_multi_string("prompt", [], "A prompt to generate (repeata
 _PROMPTS_FILE = flags.DEFINE_string("prompts_file", None, "A text file with one prompt per line.")
 _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where --mode=generate writes mp4s (default WORKDIR/samples).")
 _SEED = flags.DEFINE_integer("seed", None, "Sampling seed (default config.sample.seed).")
+_SIZE = flags.DEFINE_string("size", None, "--mode=generate: WxH in pixels (default data.width x data.height).")
+_FRAMES = flags.DEFINE_integer("frames", None, "--mode=generate: frames per video (default data.num_frames).")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Hide progress bars.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "off", ("off", "auto", "flags"),
@@ -39,11 +41,17 @@ _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processe
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (--distributed=flags).")
 
 
-def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, progress=True) -> dict:
-  """Runs one mode; returns what it produced (the report for 'all', 'evaluate' and 'evaluate_vae')."""
+def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, progress=True, size=None,
+        frames=None) -> dict:
+  """Runs one mode; returns what it produced (the report for 'all', 'evaluate' and 'evaluate_vae').
+  `size` ('WxH') and `frames` set the shape that --mode=generate samples (default: the training shape)."""
   # Imports here keep `--help` fast and let a bad config fail before JAX does any work.
   from vidgen import config_validation
   config_validation.validate(config)
+  if size or frames is not None:
+    if mode != "generate":
+      raise config_validation.ConfigError(f"--size and --frames apply to --mode=generate, not --mode={mode}")
+    config = config_validation.with_output_shape(config, size, frames)
   from vidgen import generate as generate_lib
   from vidgen.data import datasets
   from vidgen.data import media
@@ -150,7 +158,8 @@ def main(argv):
   print(f"JAX {jax.__version__} on {jax.device_count()} {jax.devices()[0].platform} device(s){hosts}")
   try:
     result = run(_CONFIG.value, _WORKDIR.value, _MODE.value, prompts, _OUT_DIR.value, _SEED.value,
-                 progress=not _NO_PROGRESS.value and distributed.is_primary())
+                 progress=not _NO_PROGRESS.value and distributed.is_primary(), size=_SIZE.value,
+                 frames=_FRAMES.value)
   except (config_validation.ConfigError, generate_lib.MissingCheckpointError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
