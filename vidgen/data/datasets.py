@@ -66,10 +66,9 @@ def media_set(data_config, workdir: str, progress: bool = True) -> media.MediaSe
     decode = lambda item, b, start: video_files.decode_clip(os.path.join(root, item.path), b.frames,
                                                             data_config.fps, (b.height, b.width), start)
   else:
-    source = tfds_videos.TfdsVideos(data_config.tfds_name, out_dir if not data_config.data_dir else data_config.data_dir,
-                                    data_config.tfds_split, data_config.video_key, data_config.caption_key,
-                                    data_config.source_fps)
-    items, skipped = source.index(progress)
+    source, items, skipped = _tfds_index(data_config.tfds_name, out_dir, data_config.tfds_split,
+                                         data_config.video_key, data_config.caption_key, data_config.source_fps,
+                                         progress)
     decode = lambda item, b, start: source.decode_clip(item, b.frames, data_config.fps, (b.height, b.width), start)
   result = media.MediaSet(items, skipped, buckets(data_config), data_config.fps, decode)
   report = result.report()
@@ -77,6 +76,19 @@ def media_set(data_config, workdir: str, progress: bool = True) -> media.MediaSe
     json.dump(report, f, indent=1)
   logging.info("dataset: %s", media.format_report(report).replace("\n", "; "))
   return result
+
+
+_TFDS_INDEXES = {}
+
+
+def _tfds_index(name, data_dir, split, video_key, caption_key, source_fps, progress):
+  """(TfdsVideos, items, skipped), read once per process: indexing may read every record, and the data
+  stage, VAE training, its statistics and the latent cache all ask for the same dataset."""
+  key = (name, os.path.abspath(data_dir), split, video_key, caption_key, source_fps)
+  if key not in _TFDS_INDEXES:
+    source = tfds_videos.TfdsVideos(name, data_dir, split, video_key, caption_key, source_fps)
+    _TFDS_INDEXES[key] = (source, *source.index(progress))
+  return _TFDS_INDEXES[key]
 
 
 def _folder_index(data_config, out_dir: str, progress: bool):

@@ -39,16 +39,19 @@ class LatentCache:
     return serialization.msgpack_restore(self._source[int(i)])
 
 
-def key(*parts) -> str:
-  return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+def directory_name(key: str) -> str:
+  """A short directory name for everything the cache depends on (any string, e.g. a JSON description)."""
+  return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def is_complete(directory: str) -> bool:
+  return os.path.exists(os.path.join(directory, "index.json"))
 
 
 def build(directory: str, data, encode, tokenizer, batch: int = 16, seed: int = 0,
           progress: bool = True) -> LatentCache:
   """Encodes every clip of `data` (a media.MediaSet) with `encode(uint8 videos) -> (mean, logvar)` into
-  `directory`, or opens it when index.json says it is complete. Clip starts are drawn once from `seed`."""
-  if os.path.exists(os.path.join(directory, "index.json")):
-    return LatentCache(directory)
+  `directory` and opens it. Clip starts are drawn once from `seed`."""
   os.makedirs(directory, exist_ok=True)
   entries = []
   total = len(data)

@@ -95,11 +95,11 @@ def build_latent_cache(config, workdir: str, progress: bool = True) -> dict:
 
 
 def media_latent_cache(config, workdir: str, progress: bool = True) -> latent_cache.LatentCache:
-  """The bucketed ArrayRecord latent cache of a folder or TFDS dataset (built on first use)."""
-  with open(os.path.join(workdir, "vae", "latent_stats.json")) as f:
-    stats = json.load(f)
-  directory = os.path.join(workdir, "dit", "latents", latent_cache.key(
-      config.data.to_dict(), config.vae.to_dict(), stats, [config.text.vocab_size, config.text.max_length]))
+  """The bucketed ArrayRecord latent cache of a folder or TFDS dataset, built on first use (same key as the
+  Shapes cache: data, VAE and its latent statistics, tokenizer)."""
+  directory = os.path.join(workdir, "dit", "latents", latent_cache.directory_name(_cache_key(config, workdir)))
+  if latent_cache.is_complete(directory):
+    return latent_cache.LatentCache(directory)
   vae_params, _ = vae_trainer.load_vae_params(workdir)
   encode = vae_trainer.encode_fn(config)
   return latent_cache.build(directory, datasets.media_set(config.data, workdir, progress=False),
