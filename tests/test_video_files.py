@@ -266,3 +266,21 @@ def test_resize_center_crop_keeps_the_center():
   assert vf.resize_center_crop(frame, (30, 90)) is not None and (vf.resize_center_crop(frame, (30, 90)) == frame).all()
   with pytest.raises(ValueError, match="uint8"):
     vf.resize_center_crop(frame.astype(np.float32), (10, 10))
+
+
+@pytest.mark.parametrize("rotation", [None, 90])
+@pytest.mark.parametrize("size", [(12, 20), (20, 12), (40, 72)])  # down to 16:9 and 9:16, up
+def test_video_frames_scale_in_ffmpeg_like_images_in_pil(tmp_path, rotation, size):
+  """Video frames are scaled by FFmpeg straight from YUV (fast); images by PIL (exact sub-pixel
+  crop). Both cover the size and keep the center: they differ by at most a half-pixel shift."""
+  y, x = np.mgrid[:36, :64]  # red ramps along x, green along y: a wrong turn or flip shows at once
+  ramps = np.stack([x * 4, y * 7, np.full_like(x, 128)], axis=-1).astype(np.uint8)
+  path = os.path.join(tmp_path, "v.mp4")
+  media_fixtures.write_h264(path, np.repeat(ramps[None], 3, axis=0), 8, rotation=rotation)
+  import av
+  with av.open(path) as container:
+    frame = next(container.decode(video=0))
+  fast = vf._frame_array(frame, size)
+  exact = vf.resize_center_crop(np.asarray(vf._frame_image(frame)), size)
+  assert fast.shape == exact.shape == (*size, 3)
+  assert np.abs(fast.astype(np.int16) - exact).mean() < 4
