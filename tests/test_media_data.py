@@ -2,6 +2,7 @@
 import json
 import os
 
+import jax
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -90,6 +91,21 @@ def test_bucketed_iterator_resumes_exactly_and_mixes_aspect_ratios(folder, tmp_p
   again.set_state(state)
   for expected in rest:
     np.testing.assert_array_equal(next(again)["video"], expected)
+
+
+def test_two_hosts_read_the_single_hosts_batches_row_halves_each(folder, tmp_path, monkeypatch):
+  """Every host draws the same bucket per step and reads only its rows: host p of 2 gets rows
+  [4p, 4p + 4) of the 1-host batch of 8, so 2 hosts train exactly like 1."""
+  root, written = folder
+  config = _folder_config(root, written["manifest"])
+  single = datasets.train_iterator(config.data, str(tmp_path), 8, seed=5)
+  expected = [next(single)["video"] for _ in range(6)]
+  monkeypatch.setattr(jax, "process_count", lambda: 2)
+  for host in range(2):
+    monkeypatch.setattr(jax, "process_index", lambda host=host: host)
+    it = datasets.train_iterator(config.data, str(tmp_path), 8, seed=5)
+    for batch in expected:
+      np.testing.assert_array_equal(next(it)["video"], batch[4 * host: 4 * host + 4])
 
 
 def test_a_file_that_fails_mid_training_is_replaced_and_counted(tmp_path):
