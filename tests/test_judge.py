@@ -164,3 +164,20 @@ def test_background_flicker_and_area_stability():
   assert video_metrics.area_stability([50, 50, 50]) == 0.0
   assert video_metrics.area_stability([40, 60]) == pytest.approx(0.2)
   assert np.isnan(video_metrics.area_stability([0, 0]))
+
+
+def test_transition_flicker_locates_changes_and_matches_background_flicker():
+  video = np.zeros((4, 4, 4, 3), np.uint8)
+  video[2:] = 6  # one background jump, at the transition 1 -> 2
+  video[:, 0, 0] = [255, 0, 0]
+  mask = np.zeros((4, 4, 4), bool)
+  mask[:, 0, 0] = True
+  np.testing.assert_allclose(video_metrics.transition_flicker(video, mask), [0.0, 6.0, 0.0])
+  assert np.mean(video_metrics.transition_flicker(video, mask)) == pytest.approx(
+      video_metrics.background_flicker(video, mask))
+  np.testing.assert_allclose(video_metrics.transition_flicker(video), [0.0, 6.0 * 15 / 16, 0.0])
+  mask[2] = True  # frame 2 all object: the transitions into and out of it have no background
+  flicker = video_metrics.transition_flicker(video, mask)
+  assert flicker[0] == 0.0 and np.isnan(flicker[1:]).all()
+  with pytest.raises(ValueError, match="T>=2"):
+    video_metrics.transition_flicker(video[:1])

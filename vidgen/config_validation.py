@@ -5,6 +5,7 @@ import os
 import re
 
 from vidgen.data import datasets
+from vidgen.diffusion import conditioning
 from vidgen.diffusion import sampling
 from vidgen.models import attention
 from vidgen.models import dit as dit_lib
@@ -113,6 +114,11 @@ def validate(config) -> None:
   _require(0.0 <= config.train_dit.ema_decay < 1.0, "train_dit.ema_decay", config.train_dit.ema_decay,
            "must be in [0, 1)")
   _require(config.train_dit.shift > 0, "train_dit.shift", config.train_dit.shift, "must be > 0")
+  if dit.get("frame_conditioning", False):
+    try:
+      conditioning.parse_task_weights(config.train_dit.frame_tasks)
+    except ValueError as e:
+      raise ConfigError(f"config.train_dit.frame_tasks={config.train_dit.frame_tasks!r} is invalid: {e}") from None
   _require(s.steps >= 1, "sample.steps", s.steps, "must be >= 1")
   _require(s.solver in sampling.SOLVERS, "sample.solver", s.solver, f"allowed {sampling.SOLVERS}")
   _require(s.cfg_scale >= 0, "sample.cfg_scale", s.cfg_scale, "must be >= 0")

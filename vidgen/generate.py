@@ -1,4 +1,5 @@
-"""Text-to-video from a trained workdir: prompts in, uint8 videos (and mp4 files + index.json) out."""
+"""Sampling from a trained workdir: prompts (and known latent frames, or a source to edit) in, uint8 videos
+(and mp4 files + index.json) out. The tasks built on it (i2v, extend, connect, edit) are in vidgen/tasks.py."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from vidgen import config_validation
 from vidgen import video_io
+from vidgen.diffusion import conditioning
 from vidgen.diffusion import sampling
 from vidgen.train import dit_trainer
 from vidgen.train import vae_trainer
@@ -44,12 +47,17 @@ class Generator:
     self.tokenizer = dit_trainer.tokenizer(config)
     self.grid = dit_trainer.latent_grid(config)
     self._encode_text = jax.jit(lambda p, ids: self.model.apply({"params": p}, ids, method=self.model.encode_text))
+    self.frame_conditioning = bool(config.dit.get("frame_conditioning", False))
+    self.temporal_compression, self.spatial_compression = config_validation.vae_compression(config.vae)
     self._velocity = jax.jit(self._cond_uncond_velocity)
+    self._encode = vae_trainer.encode_fn(config)
     self._decode = vae_trainer.decode_fn(config)
 
-  def _cond_uncond_velocity(self, params, x, t, text_c, text_u):
-    """Conditional and unconditional velocities in one batch of 2B."""
+  def _cond_uncond_velocity(self, params, x, t, text_c, text_u, known, mask):
+    """Conditional and unconditional velocities in one batch of 2B; both see the same known frames."""
     (ctx_c, mask_c, pool_c), (ctx_u, mask_u, pool_u) = text_c, text_u
+    if self.frame_conditioning:
+      x = conditioning.model_input(x, known, mask)
     xx = jnp.concatenate([x, x])
     tt = jnp.full((xx.shape[0],), t, jnp.float32)
     v = self.model.apply({"params": params}, xx, tt, jnp.concatenate([ctx_c, ctx_u]),
@@ -57,30 +65,64 @@ class Generator:
                          method=self.model.velocity)
     return v[: x.shape[0]], v[x.shape[0]:]
 
-  def generate(self, prompts: list[str], seed: int | None = None, *, steps: int | None = None,
-               solver: str | None = None, cfg_scale: float | None = None, shift: float | None = None,
-               progress: bool = True) -> np.ndarray:
-    """uint8 [N, T, H, W, 3]. Video i starts from the noise of seed + i, whatever the batching."""
+  def encode(self, videos) -> jnp.ndarray:
+    """Normalised latent means [N, T_lat, h, w, z] of uint8 videos [N, 1 + tc k, H, W, 3]."""
+    mean, _ = self._encode(self.vae_params, np.asarray(videos))
+    return (mean - self.latent_mean) / self.latent_std
+
+  def decode(self, latents) -> np.ndarray:
+    """uint8 videos [N, T, H, W, 3] of normalised latents [N, T_lat, h, w, z]."""
+    return vae_trainer.to_uint8(self._decode(self.vae_params, latents * self.latent_std + self.latent_mean))
+
+  def sample_latents(self, prompts: list[str], seed: int | None = None, *, steps: int | None = None,
+                     solver: str | None = None, cfg_scale: float | None = None, shift: float | None = None,
+                     known=None, mask=None, source=None, strength: float = 1.0, progress: bool = True):
+    """Normalised latents [N, T_lat, h, w, z]; video i starts from the noise of seed + i, whatever the batching.
+
+    known [N, T_lat, h, w, z] with mask [N, T_lat] (1 on known latent frames): frame conditioning; the known
+    frames are written back into the result. source (same shape) with strength in (0, 1]: start from the
+    source noised to t = strength instead of pure noise (editing: low strength keeps layout and motion)."""
     s = self.config.sample
     seed = s.seed if seed is None else seed
     steps, solver = steps or s.steps, solver or s.solver
     cfg_scale = s.cfg_scale if cfg_scale is None else cfg_scale
     shift = s.shift if shift is None else shift
+    if not 0.0 < strength <= 1.0:
+      raise ValueError(f"strength={strength}: must be in (0, 1]")
+    if (known is None) != (mask is None):
+      raise ValueError("known frames and their mask come together: give both or neither")
+    if known is not None and not self.frame_conditioning:
+      raise ValueError("this model was trained without frame conditioning (config.dit.frame_conditioning=False): "
+                       "only t2v, image and edit work with it")
+    grid = tuple(known.shape[1:4]) if known is not None else (
+        tuple(source.shape[1:4]) if source is not None else self.grid)
+    if known is None:
+      known = jnp.zeros((len(prompts), *grid, self.config.vae.z_dim))
+      mask = jnp.zeros((len(prompts), grid[0]))
     out = []
     for start in range(0, len(prompts), s.batch_size):
-      batch = prompts[start: start + s.batch_size]
-      ids, _ = self.tokenizer.encode_batch(batch)
+      batch = slice(start, start + s.batch_size)
+      ids, _ = self.tokenizer.encode_batch(prompts[batch])
       text_c = self._encode_text(self.params, ids)
       text_u = self._encode_text(self.params, np.zeros_like(ids))
-      noise = jnp.stack([jax.random.normal(jax.random.key(seed + start + i), (*self.grid, self.config.vae.z_dim))
-                         for i in range(len(batch))])
-      cond_uncond = lambda x, t: self._velocity(self.params, x, t, text_c, text_u)
-      z = sampling.sample(sampling.guided(cond_uncond, cfg_scale), noise, num_steps=steps, solver=solver,
-                          shift=shift, progress=progress,
-                          desc=f"sampling {start + len(batch)}/{len(prompts)}")
-      z = z * self.latent_std + self.latent_mean
-      out.append(vae_trainer.to_uint8(self._decode(self.vae_params, z)))
-    return np.concatenate(out)
+      n = len(prompts[batch])
+      x = jnp.stack([jax.random.normal(jax.random.key(seed + start + i), (*grid, self.config.vae.z_dim))
+                     for i in range(n)])
+      if source is not None:
+        x = (1.0 - strength) * jnp.asarray(source[batch]) + strength * x
+      k, m = jnp.asarray(known[batch]), jnp.asarray(mask[batch])
+      cond_uncond = lambda x, t: self._velocity(self.params, x, t, text_c, text_u, k, m)
+      z = sampling.sample(sampling.guided(cond_uncond, cfg_scale), x, num_steps=steps, solver=solver,
+                          shift=shift, t_start=strength, progress=progress,
+                          desc=f"sampling {start + n}/{len(prompts)}")
+      out.append(jnp.where(m[:, :, None, None, None] > 0, k, z))
+    return jnp.concatenate(out)
+
+  def generate(self, prompts: list[str], seed: int | None = None, *, progress: bool = True, **kwargs) -> np.ndarray:
+    """uint8 [N, T, H, W, 3]: `sample_latents` (same arguments), decoded sample.batch_size videos at a time."""
+    latents = self.sample_latents(prompts, seed, progress=progress, **kwargs)
+    b = self.config.sample.batch_size
+    return np.concatenate([self.decode(latents[i:i + b]) for i in range(0, len(latents), b)])
 
   def settings(self, seed=None, **overrides) -> dict:
     s = self.config.sample

@@ -30,6 +30,17 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where --mode=generate writes mp
 _SEED = flags.DEFINE_integer("seed", None, "Sampling seed (default config.sample.seed).")
 _SIZE = flags.DEFINE_string("size", None, "--mode=generate: WxH in pixels (default data.width x data.height).")
 _FRAMES = flags.DEFINE_integer("frames", None, "--mode=generate: frames per video (default data.num_frames).")
+_TASK = flags.DEFINE_enum("task", "t2v", ["t2v", "image", "i2v", "extend", "connect", "edit"],
+                          "--mode=generate: what to make (vidgen/tasks.py).")
+_IMAGE = flags.DEFINE_string("image", None, "--task=i2v: the first frame (png/jpg, any size: covered and "
+                             "center-cropped).")
+_VIDEO = flags.DEFINE_multi_string("video", [], "--task=extend/edit: the video; --task=connect: two of them.")
+_DIRECTION = flags.DEFINE_enum("direction", "forward", ["forward", "backward"], "--task=extend: which way.")
+_TIMES = flags.DEFINE_integer("times", 1, "--task=extend: chunks to add.")
+_STRENGTH = flags.DEFINE_float("strength", None, "--task=edit: noise level in (0, 1] to re-generate from "
+                               "(low keeps layout and motion, 1 follows the prompt only).")
+_OVERLAP = flags.DEFINE_integer("overlap", None, "--task=extend/connect: latent frames of conditioning per chunk "
+                                "end (default: half a chunk).")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Hide progress bars.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "off", ("off", "auto", "flags"),
@@ -42,17 +53,23 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (--
 
 
 def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, progress=True, size=None,
-        frames=None) -> dict:
+        frames=None, task: dict | None = None) -> dict:
   """Runs one mode; returns what it produced (the report for 'all', 'evaluate' and 'evaluate_vae').
-  `size` ('WxH') and `frames` set the shape that --mode=generate samples (default: the training shape)."""
+  `size` ('WxH') and `frames` set the shape that --mode=generate samples (default: the training shape);
+  `task` (vidgen/tasks.py: name, image, videos, direction, times, strength, overlap) what it makes (t2v)."""
   # Imports here keep `--help` fast and let a bad config fail before JAX does any work.
   from vidgen import config_validation
   config_validation.validate(config)
+  task = dict(task or {})
+  task_name = task.pop("name", "t2v")
+  if task_name == "image" and frames is None:
+    frames = 1
   if size or frames is not None:
     if mode != "generate":
       raise config_validation.ConfigError(f"--size and --frames apply to --mode=generate, not --mode={mode}")
     config = config_validation.with_output_shape(config, size, frames)
   from vidgen import generate as generate_lib
+  from vidgen import tasks
   from vidgen.data import datasets
   from vidgen.data import media
   from vidgen.evaluate import evaluate as evaluate_lib
@@ -105,13 +122,12 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
     with open(os.path.join(workdir, "vae", "report.json"), "w") as f:
       json.dump(result, f, indent=1)
   if mode == "generate":
-    if not prompts:
-      raise app.UsageError("--mode=generate needs --prompt (repeatable) or --prompts_file")
+    inputs = tasks.load_inputs(task_name, config, list(prompts), task.get("image"), task.get("videos", ()),
+                               task.get("strength"), task.get("times", 1))
     generator = generate_lib.Generator(config, workdir)
-    videos = generator.generate(list(prompts), seed=seed, progress=progress)
-    out_dir = out_dir or os.path.join(workdir, "samples")
-    result = {"index": generate_lib.write_videos(out_dir, videos, list(prompts), generator.settings(seed),
-                                                 fps=config.data.fps), "out_dir": out_dir}
+    run_args = {k: task[k] for k in ("direction", "times", "strength", "overlap") if task.get(k) is not None}
+    result = tasks.run(generator, task_name, list(prompts), inputs, out_dir or os.path.join(workdir, "samples"),
+                       seed=seed, progress=progress, **run_args)
   return result
 
 
@@ -148,6 +164,7 @@ def main(argv):
     logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, tfds) off unless -v 0 is given
   from vidgen import config_validation
   from vidgen import generate as generate_lib
+  from vidgen import tasks
   from vidgen.parallel import distributed
   try:
     distributed.initialize(distributed.settings_from(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
@@ -159,8 +176,11 @@ def main(argv):
   try:
     result = run(_CONFIG.value, _WORKDIR.value, _MODE.value, prompts, _OUT_DIR.value, _SEED.value,
                  progress=not _NO_PROGRESS.value and distributed.is_primary(), size=_SIZE.value,
-                 frames=_FRAMES.value)
-  except (config_validation.ConfigError, generate_lib.MissingCheckpointError) as e:
+                 frames=_FRAMES.value,
+                 task=dict(name=_TASK.value, image=_IMAGE.value, videos=list(_VIDEO.value),
+                           direction=_DIRECTION.value, times=_TIMES.value, strength=_STRENGTH.value,
+                           overlap=_OVERLAP.value))
+  except (config_validation.ConfigError, generate_lib.MissingCheckpointError, tasks.TaskError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   if _MODE.value in ("all", "evaluate") and result:  # media runs of 'all' have no Shapes report
@@ -171,6 +191,9 @@ def main(argv):
           f"(report in {os.path.join(_WORKDIR.value, 'vae', 'report.json')})")
   elif _MODE.value == "generate":
     print(f"wrote {len(result['index'])} videos and index.json to {result['out_dir']}")
+    for entry in result["index"]:
+      if "chunks" in entry or "transition_frames" in entry:
+        print(f"  {entry['file']}: {entry['frames']} frames")
 
 
 if __name__ == "__main__":

@@ -16,19 +16,24 @@ from vidgen.diffusion import flow
 SOLVERS = ("euler", "heun", "ab2")
 
 
-def timesteps(num_steps: int, shift: float = 1.0) -> np.ndarray:
-  """num_steps + 1 times from 1 down to 0, bent by `shift` like the training distribution."""
+def timesteps(num_steps: int, shift: float = 1.0, t_start: float = 1.0) -> np.ndarray:
+  """num_steps + 1 times from t_start down to 0, evenly spaced before the `shift` bend (like the
+  training distribution), so a partial trajectory (editing) spends all its steps below t_start."""
   if num_steps < 1:
     raise ValueError(f"sample.steps={num_steps}: must be >= 1")
-  return np.asarray(flow.shift_time(np.linspace(1.0, 0.0, num_steps + 1), shift), np.float64)
+  if not 0.0 < t_start <= 1.0:
+    raise ValueError(f"t_start={t_start}: must be in (0, 1]")
+  u_start = t_start / (shift - (shift - 1.0) * t_start)  # the inverse of flow.shift_time
+  return np.asarray(flow.shift_time(np.linspace(u_start, 0.0, num_steps + 1), shift), np.float64)
 
 
 def sample(velocity_fn: Callable, noise, *, num_steps: int, solver: str = "euler", shift: float = 1.0,
-           progress: bool = True, desc: str = "sampling"):
-  """Integrates dx/dt = v(x, t) from t=1 to 0. velocity_fn(x [B,...], t float) -> v, already guided."""
+           t_start: float = 1.0, progress: bool = True, desc: str = "sampling"):
+  """Integrates dx/dt = v(x, t) from t = t_start (x = noise there: pure noise at 1, a noised latent
+  below) to 0. velocity_fn(x [B,...], t float) -> v, already guided."""
   if solver not in SOLVERS:
     raise ValueError(f"sample.solver={solver!r}: allowed {SOLVERS}")
-  ts = timesteps(num_steps, shift)
+  ts = timesteps(num_steps, shift, t_start)
   x = noise
   prev_v = None
   for i in tqdm.trange(num_steps, desc=desc, disable=not progress, leave=False):

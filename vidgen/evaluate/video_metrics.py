@@ -45,6 +45,30 @@ def background_flicker(video, object_mask=None) -> float:
   return float(diff[background].mean())
 
 
+def transition_flicker(video, object_mask=None) -> np.ndarray:
+  """background_flicker per transition: float64 [T-1], entry t the mean |frame[t+1] - frame[t]| (gray levels,
+  averaged over RGB) over the pixels that are background in both frames t and t+1.
+
+  video: [T, H, W, C] in 0..255; object_mask: bool [T, H, W], True where an object is (None: all background).
+  An entry is nan when no pixel is background in both of its frames. Locates flicker in time (seams between
+  generated chunks against transitions within one); background_flicker pools all transitions' pixels instead.
+  """
+  video = np.asarray(video, np.float32)
+  if video.ndim != 4 or video.shape[0] < 2:
+    raise ValueError(f"transition_flicker needs a video [T>=2, H, W, C], got shape {video.shape}")
+  diff = np.abs(np.diff(video, axis=0)).mean(axis=-1)  # [T-1, H, W]
+  if object_mask is None:
+    return diff.mean(axis=(1, 2)).astype(np.float64)
+  object_mask = np.asarray(object_mask, bool)
+  if object_mask.shape != video.shape[:3]:
+    raise ValueError(f"object_mask shape {object_mask.shape} != video's [T, H, W] {video.shape[:3]}")
+  background = ~object_mask[:-1] & ~object_mask[1:]  # [T-1, H, W]
+  count = background.sum(axis=(1, 2))
+  total = np.where(background, diff, 0.0).sum(axis=(1, 2), dtype=np.float64)
+  with np.errstate(invalid="ignore", divide="ignore"):
+    return np.where(count > 0, total / np.maximum(count, 1), np.nan)
+
+
 def area_stability(areas) -> float:
   """Coefficient of variation (std / mean) of an object's area across frames: 0 for a rigid object.
 

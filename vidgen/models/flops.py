@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import math
 
+from vidgen.diffusion import conditioning
+
 
 def dit_forward_flops(*, tokens: int, text_len: int, text_dim: int, dim: int, ffn_dim: int, depth: int,
                       in_dim: int, out_dim: int, patch_volume: int, freq_dim: int = 256,
@@ -29,7 +31,8 @@ def dit_config_flops(config, grid: tuple[int, int, int], text_dim: int | None = 
   tokens = math.prod(g // p for g, p in zip(grid, patch))
   return dit_forward_flops(
       tokens=tokens, text_len=config.text.max_length, text_dim=text_dim or config.text.width, dim=d.dim,
-      ffn_dim=d.ffn_dim, depth=d.depth, in_dim=config.vae.z_dim, out_dim=config.vae.z_dim,
+      ffn_dim=d.ffn_dim, depth=d.depth, out_dim=config.vae.z_dim,
+      in_dim=conditioning.channels(config.vae.z_dim) if d.get("frame_conditioning", False) else config.vae.z_dim,
       patch_volume=math.prod(patch), freq_dim=d.freq_dim, text_pool=d.text_pool)
 
 

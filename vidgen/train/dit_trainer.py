@@ -3,7 +3,8 @@
 The VAE is frozen, so the training clips are encoded once into posterior means and standard
 deviations (WORKDIR/dit/latent_cache.npz); each step draws a fresh posterior sample, normalises it
 with the VAE's latent statistics, blanks the text of a fraction of examples (classifier-free
-guidance) and regresses the velocity.
+guidance), draws a frame-conditioning task per example (dit.frame_conditioning: known first, last or
+both-end latent frames, vidgen/diffusion/conditioning.py) and regresses the velocity.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ from vidgen.data import buckets as buckets_lib
 from vidgen.data import datasets
 from vidgen.data import latent_cache
 from vidgen.data import pipeline
+from vidgen.diffusion import conditioning
 from vidgen.diffusion import flow
 from vidgen.models import flops
 from vidgen.models import t2v
@@ -40,13 +42,18 @@ def latent_grid(config) -> tuple[int, int, int]:
   return (d.num_frames - 1) // tc + 1, d.height // sc, d.width // sc
 
 
+def dit_in_dim(config) -> int:
+  z = config.vae.z_dim
+  return conditioning.channels(z) if config.dit.get("frame_conditioning", False) else z
+
+
 def t2v_module(config) -> t2v.TextToVideo:
   text, dit = config.text, config.dit
   return t2v.TextToVideo(
       dtype=jnp.dtype(dit.dtype),
       text_kwargs=dict(vocab_size=text.vocab_size, max_length=text.max_length, width=text.width,
                        depth=text.depth, num_heads=text.num_heads, implementation=dit.attention),
-      dit_kwargs=dict(patch_size=tuple(dit.patch_size), in_dim=config.vae.z_dim, out_dim=config.vae.z_dim,
+      dit_kwargs=dict(patch_size=tuple(dit.patch_size), in_dim=dit_in_dim(config), out_dim=config.vae.z_dim,
                       dim=dit.dim, ffn_dim=dit.ffn_dim, freq_dim=dit.freq_dim, num_heads=dit.num_heads,
                       depth=dit.depth, qk_norm=dit.qk_norm, cross_attn_norm=dit.cross_attn_norm,
                       text_pool=dit.text_pool, remat=dit.remat, scan_blocks=dit.get("scan_blocks", False),
@@ -115,15 +122,22 @@ def dit_loss(model, config, latent_mean, latent_std):
   t = config.train_dit
   shift_mean = jnp.asarray(latent_mean)
   inv_std = 1.0 / jnp.asarray(latent_std)
+  frame_tasks = (conditioning.parse_task_weights(t.frame_tasks) if config.dit.get("frame_conditioning", False)
+                 else None)
 
   def loss_fn(params, batch, rng):
-    r_post, r_drop, r_flow = jax.random.split(rng, 3)
+    r_post, r_drop, r_flow, r_task = jax.random.split(rng, 4)
     z = batch["mean"] + batch["std"] * jax.random.normal(r_post, batch["mean"].shape)
     z = (z - shift_mean) * inv_std
     drop = jax.random.bernoulli(r_drop, t.text_dropout, (z.shape[0],))
     ids = jnp.where(drop[:, None], tokenizer_lib.PAD_ID, batch["ids"])
     context, mask, pooled = model.apply({"params": params}, ids, method=model.encode_text)
-    velocity = lambda x_t, tt: model.apply({"params": params}, x_t, tt, context, mask, pooled,
+    model_input = lambda x_t: x_t
+    if frame_tasks is not None:  # known frames: the clean posterior means, as sampling will see them
+      known = conditioning.sample_masks(r_task, z.shape[0], z.shape[1], frame_tasks)
+      clean = (batch["mean"] - shift_mean) * inv_std
+      model_input = lambda x_t: conditioning.model_input(x_t, clean, known)
+    velocity = lambda x_t, tt: model.apply({"params": params}, model_input(x_t), tt, context, mask, pooled,
                                            method=model.velocity)
     loss = flow.flow_loss(velocity, z, r_flow, t_mean=t.t_mean, t_std=t.t_std, shift=t.shift)
     return loss, {}
@@ -135,7 +149,7 @@ def train_dit(config, workdir: str, mesh, progress: bool = True):
   _, stats = vae_trainer.load_vae_params(workdir)
   model = t2v_module(config)
   grid = latent_grid(config)
-  dummy_x = jnp.zeros((1, *grid, config.vae.z_dim), jnp.float32)
+  dummy_x = jnp.zeros((1, *grid, dit_in_dim(config)), jnp.float32)
   dummy_ids = jnp.zeros((1, config.text.max_length), jnp.int32)
   if config.data.name == "shapes":
     cache = build_latent_cache(config, workdir, progress=progress)
