@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from tests import helpers
+from vidgen import config_validation
 from vidgen import generate as generate_lib
 from vidgen import main as main_lib
 from vidgen import tasks
@@ -140,3 +141,11 @@ def test_a_video_too_short_for_backward_conditioning(generator, clip, tmp_path):
   with pytest.raises(tasks.TaskError, match="has 2 frames; the conditioning needs at least 4"):
     tasks.extend(generator, "a red circle", clip[:2], str(tmp_path / "x.mp4"), direction="backward")
   assert not os.listdir(tmp_path)
+
+
+def test_a_checkpoint_that_does_not_match_the_config_fails_in_one_line(trained):
+  config, workdir, _ = trained
+  other = config.copy_and_resolve_references()
+  other.dit.frame_conditioning = False
+  with pytest.raises(config_validation.ConfigError, match=r"patch_embedding.*frame_conditioning sets it"):
+    generate_lib.Generator(other, workdir)

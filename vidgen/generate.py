@@ -6,6 +6,7 @@ import json
 import os
 import re
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -44,6 +45,7 @@ class Generator:
     self.params = vae_trainer.restore_params(os.path.join(workdir, "dit", "checkpoints"), field)
     self.latent_mean, self.latent_std = jnp.asarray(stats["mean"]), jnp.asarray(stats["std"])
     self.model = dit_trainer.t2v_module(config)
+    self._check_shapes(workdir)
     self.tokenizer = dit_trainer.tokenizer(config)
     self.grid = dit_trainer.latent_grid(config)
     self._encode_text = jax.jit(lambda p, ids: self.model.apply({"params": p}, ids, method=self.model.encode_text))
@@ -52,6 +54,22 @@ class Generator:
     self._velocity = jax.jit(self._cond_uncond_velocity)
     self._encode = vae_trainer.encode_fn(config)
     self._decode = vae_trainer.decode_fn(config)
+
+  def _check_shapes(self, workdir: str):
+    """The checkpoint must be the model the config describes: one line naming the first leaf that differs."""
+    x = jnp.zeros((1, 1, 1, 1, dit_trainer.dit_in_dim(self.config)))
+    ids = jnp.zeros((1, self.config.text.max_length), jnp.int32)
+    expected = nn.unbox(jax.eval_shape(self.model.init, jax.random.key(0), x, jnp.zeros((1,)), ids)["params"])
+    shapes = lambda tree: {jax.tree_util.keystr(p): tuple(a.shape) for p, a in jax.tree_util.tree_leaves_with_path(tree)}
+    want, got = shapes(expected), shapes(self.params)
+    for name in sorted(set(want) | set(got)):
+      if want.get(name) != got.get(name):
+        z = self.config.vae.z_dim
+        hint = (f" (config.dit.frame_conditioning sets it: {z} input channels without, "
+                f"{conditioning.channels(z)} with)" if "patch_embedding" in name else "")
+        raise config_validation.ConfigError(
+            f"the DiT checkpoint in {workdir} does not match the config: {name} is {got.get(name, 'absent')} "
+            f"there, {want.get(name, 'absent')} in the config{hint}")
 
   def _cond_uncond_velocity(self, params, x, t, text_c, text_u, known, mask):
     """Conditional and unconditional velocities in one batch of 2B; both see the same known frames."""
