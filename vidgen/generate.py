@@ -57,7 +57,7 @@ class Generator:
 
   def _check_shapes(self, workdir: str):
     """The checkpoint must be the model the config describes: one line naming the first leaf that differs."""
-    x = jnp.zeros((1, 1, 1, 1, dit_trainer.dit_in_dim(self.config)))
+    x = jnp.zeros((1, 1, 1, 1, conditioning.dit_in_dim(self.config)))
     ids = jnp.zeros((1, self.config.text.max_length), jnp.int32)
     expected = nn.unbox(jax.eval_shape(self.model.init, jax.random.key(0), x, jnp.zeros((1,)), ids)["params"])
     shapes = lambda tree: {jax.tree_util.keystr(p): tuple(a.shape) for p, a in jax.tree_util.tree_leaves_with_path(tree)}
@@ -157,13 +157,17 @@ def slug(text: str, max_len: int = 40) -> str:
 
 def write_videos(out_dir: str, videos: np.ndarray, prompts: list[str], settings: dict, fps: int,
                  scale: int = 4) -> list[dict]:
-  """One mp4 per prompt plus OUT/index.json (prompt, file, seed, settings) and a frame grid PNG."""
+  """One mp4 per prompt (and a PNG of a one-frame video) plus OUT/index.json (prompt, file, seed, settings)
+  and a frame grid PNG."""
   os.makedirs(out_dir, exist_ok=True)
   index = []
   for i, (video, prompt) in enumerate(zip(videos, prompts)):
-    name = f"{i:03d}_{slug(prompt)}.mp4"
-    video_io.write_mp4(os.path.join(out_dir, name), video, fps=fps, scale=scale)
-    index.append({"prompt": prompt, "file": name, "seed": settings["seed"] + i, "settings": settings})
+    name = f"{i:03d}_{slug(prompt)}"
+    video_io.write_mp4(os.path.join(out_dir, name + ".mp4"), video, fps=fps, scale=scale)
+    index.append({"prompt": prompt, "file": name + ".mp4", "seed": settings["seed"] + i, "settings": settings})
+    if len(video) == 1:  # an image
+      Image.fromarray(video[0]).save(os.path.join(out_dir, name + ".png"))
+      index[-1]["image"] = name + ".png"
   with open(os.path.join(out_dir, "index.json"), "w") as f:
     json.dump(index, f, indent=1)
   frame_grid(videos[:16]).save(os.path.join(out_dir, "grid.png"))

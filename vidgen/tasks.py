@@ -13,8 +13,8 @@ import json
 import os
 import tempfile
 
+import jax.numpy as jnp
 import numpy as np
-from PIL import Image
 
 from vidgen import video_io
 from vidgen.data import video_files
@@ -81,7 +81,6 @@ class Chunks:
 
   def conditioned(self, first=None, last=None):
     """(known [1, T, h, w, z], mask [1, T]) with `first` latents at the start and `last` at the end."""
-    import jax.numpy as jnp
     _, h, w = self.generator.grid
     known = jnp.zeros((self.latent_frames, h, w, self.generator.config.vae.z_dim))
     if first is not None:
@@ -234,11 +233,5 @@ def run(generator, task: str, prompts: list[str], inputs: dict, out_dir: str, *,
     settings["strength"] = strength
   else:  # t2v, image
     videos = generator.generate(prompts, seed, progress=progress)
-  index = generate_lib.write_videos(out_dir, videos, prompts, settings, fps=fps)
-  if task == "image":
-    for entry, video in zip(index, videos):
-      entry["image"] = entry["file"][:-len(".mp4")] + ".png"
-      Image.fromarray(video[0]).save(os.path.join(out_dir, entry["image"]))
-    with open(os.path.join(out_dir, "index.json"), "w") as f:
-      json.dump(index, f, indent=1)
+  index = generate_lib.write_videos(out_dir, videos, prompts, settings, fps=fps)  # image: also a PNG each
   return {"index": index, "out_dir": out_dir}

@@ -26,6 +26,12 @@ def channels(z_dim: int) -> int:
   return 2 * z_dim + 1
 
 
+def dit_in_dim(config) -> int:
+  """The DiT's input channels for a vidgen config: z_dim, or channels(z_dim) with dit.frame_conditioning."""
+  z = config.vae.z_dim
+  return channels(z) if config.dit.get("frame_conditioning", False) else z
+
+
 def model_input(x_t, cond, mask):
   """[B, T, h, w, 2 z + 1] from x_t, cond [B, T, h, w, z] and mask [B, T] (1 on known frames)."""
   m = mask.astype(x_t.dtype)[:, :, None, None, None]

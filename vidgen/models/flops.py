@@ -31,8 +31,7 @@ def dit_config_flops(config, grid: tuple[int, int, int], text_dim: int | None = 
   tokens = math.prod(g // p for g, p in zip(grid, patch))
   return dit_forward_flops(
       tokens=tokens, text_len=config.text.max_length, text_dim=text_dim or config.text.width, dim=d.dim,
-      ffn_dim=d.ffn_dim, depth=d.depth, out_dim=config.vae.z_dim,
-      in_dim=conditioning.channels(config.vae.z_dim) if d.get("frame_conditioning", False) else config.vae.z_dim,
+      ffn_dim=d.ffn_dim, depth=d.depth, in_dim=conditioning.dit_in_dim(config), out_dim=config.vae.z_dim,
       patch_volume=math.prod(patch), freq_dim=d.freq_dim, text_pool=d.text_pool)
 
 

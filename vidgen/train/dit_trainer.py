@@ -42,18 +42,14 @@ def latent_grid(config) -> tuple[int, int, int]:
   return (d.num_frames - 1) // tc + 1, d.height // sc, d.width // sc
 
 
-def dit_in_dim(config) -> int:
-  z = config.vae.z_dim
-  return conditioning.channels(z) if config.dit.get("frame_conditioning", False) else z
-
-
 def t2v_module(config) -> t2v.TextToVideo:
   text, dit = config.text, config.dit
   return t2v.TextToVideo(
       dtype=jnp.dtype(dit.dtype),
       text_kwargs=dict(vocab_size=text.vocab_size, max_length=text.max_length, width=text.width,
                        depth=text.depth, num_heads=text.num_heads, implementation=dit.attention),
-      dit_kwargs=dict(patch_size=tuple(dit.patch_size), in_dim=dit_in_dim(config), out_dim=config.vae.z_dim,
+      dit_kwargs=dict(patch_size=tuple(dit.patch_size), in_dim=conditioning.dit_in_dim(config),
+                      out_dim=config.vae.z_dim,
                       dim=dit.dim, ffn_dim=dit.ffn_dim, freq_dim=dit.freq_dim, num_heads=dit.num_heads,
                       depth=dit.depth, qk_norm=dit.qk_norm, cross_attn_norm=dit.cross_attn_norm,
                       text_pool=dit.text_pool, remat=dit.remat, scan_blocks=dit.get("scan_blocks", False),
@@ -149,7 +145,7 @@ def train_dit(config, workdir: str, mesh, progress: bool = True):
   _, stats = vae_trainer.load_vae_params(workdir)
   model = t2v_module(config)
   grid = latent_grid(config)
-  dummy_x = jnp.zeros((1, *grid, dit_in_dim(config)), jnp.float32)
+  dummy_x = jnp.zeros((1, *grid, conditioning.dit_in_dim(config)), jnp.float32)
   dummy_ids = jnp.zeros((1, config.text.max_length), jnp.int32)
   if config.data.name == "shapes":
     cache = build_latent_cache(config, workdir, progress=progress)
