@@ -2,17 +2,21 @@ r"""The frame-conditioned generation tasks (vidgen/tasks.py) of a trained Shapes
 clips by the analytic Shapes judge.
 
   python experiments/evaluate_tasks.py --config=configs/shapes.py:tiny --workdir=runs/tiny \
-      [--num=32] [--times=30] [--out=tasks.json] [--seed=0] [--videos_dir=DIR]
+      [--num=32] [--times=30] [--overlap=K] [--out=tasks.json] [--seed=0] [--videos_dir=DIR]
 
 The prompts are the captions of the first --num held-out clips (compositions never seen in training); video i
 of a batch samples from the noise of seed + i, so t2v, i2v and edit videos of one clip share their noise.
   1. t2v: the captions generated from text alone; the judge's all-correct rate and accuracies (the baseline).
-  2. i2v: each clip's frame 0 given, its caption guiding the motion (batched: the known latents of
+  2. i2v: each clip's frame 0 given, its caption guiding the motion (batched: the known frames of
      tasks.image_to_video, one per clip). PSNR of generated frame 0 against the given image and against its
      VAE round trip (the known latent is written back, so the round trip is what frame 0 can be); judged.
+  2b. interpolate: keyframes of each clip at frames 0 and F - 1, and at 0, F // 2 and F - 1 (Shapes objects
+     move at constant speed, so the clip's own frames are the truth between them): PSNR of the generated
+     in-between frames against the truth (goal >= 25 dB), next to the VAE round trip of the truth (what a
+     perfect DiT reaches) and a cross-fade of the keyframes (what no motion model reaches); judged.
   3. extend: min(--num, 8) clips continued forward by --times chunks (tasks.extend into an mp4, read back).
-     Chunk i = 1..times is the F = chunks.frames frames of the i-th generated clip, its `head` conditioning
-     frames (the end of chunk i - 1, as written) included; the given clip (chunk 0, real) is not judged.
+     Chunk i = 1..times is the F frames of the i-th generated clip, its `overlap` conditioning frames (the
+     end of chunk i - 1, as written) included; the given clip (chunk 0, real) is not judged.
      Per chunk: the share of clips whose every object keeps its color and shape (must be >= 90% for every
      chunk), and the all-correct rate. Flicker (video_metrics.transition_flicker over the judge's background)
      at the seams between two generated chunks (the last written frame of one, the first new frame of the
@@ -48,6 +52,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", os.path.join(_ROOT, "configs
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained workdir (VAE and DiT checkpoints).", required=True)
 _NUM = flags.DEFINE_integer("num", 32, "Held-out clips (prompts) per task; extend uses min(num, 8).")
 _TIMES = flags.DEFINE_integer("times", 30, "Chunks each extended clip grows by.")
+_OVERLAP = flags.DEFINE_integer("overlap", None, "Frames of conditioning per chunk end (extend, connect; "
+                                "default tasks.default_overlap).")
 _OUT = flags.DEFINE_string("out", None, "Also write every number as JSON here.")
 _SEED = flags.DEFINE_integer("seed", None, "Sampling seed (default config.sample.seed).")
 _VIDEOS_DIR = flags.DEFINE_string("videos_dir", None, "Keep the extended mp4s here (default: a temporary "
@@ -103,6 +109,17 @@ def _centroids(labels, color: int):
   return out
 
 
+def _cross_fade(videos, keys):
+  """uint8 [n, F, H, W, 3]: each frame a linear blend of the keyframes around it (interpolation without motion)."""
+  import numpy as np
+  out = videos.astype(np.float64).copy()
+  for a, b in zip(keys, keys[1:]):
+    for t in range(a + 1, b):
+      w = (t - a) / (b - a)
+      out[:, t] = (1 - w) * videos[:, a] + w * videos[:, b]
+  return np.round(out).astype(np.uint8)
+
+
 def _extend_layout(given: int, times: int, head: int, new: int) -> dict:
   """Where the chunks of a forward extension sit in its video: `given` frames, then `new` per chunk.
 
@@ -126,7 +143,7 @@ def _memory_child(config, workdir: str, times: int, seed: int) -> None:
   with tempfile.TemporaryDirectory() as tmp:
     t0 = time.perf_counter()
     info = tasks.extend(gen, clip["caption"], clip["video"], os.path.join(tmp, "extend.mp4"), times=times,
-                        seed=seed, progress=False)
+                        overlap=_OVERLAP.value, seed=seed, progress=False)
     seconds = time.perf_counter() - t0
   peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
   print(CHILD_TAG + json.dumps({"times": times, "frames": info["frames"], "peak_rss_mib": peak_kib / 1024,
@@ -169,13 +186,11 @@ def main(argv):
   videos = np.stack([c["video"] for c in clips])  # [n, T, H, W, 3] uint8
   captions = [c["caption"] for c in clips]
   gen = generate_lib.Generator(config, workdir)
-  chunks = tasks.Chunks(gen)  # the default overlap, as extend and connect use it
+  frames = config.data.num_frames
+  overlap = tasks.check_overlap(_OVERLAP.value, frames)
   times = _TIMES.value
   r = {"workdir": workdir, "preset": config.get("preset", ""), "num": n, "seed": seed,
-       "settings": gen.settings(seed),
-       "chunks": {"latent_frames": chunks.latent_frames, "frames": chunks.frames, "overlap": chunks.overlap,
-                  "head": chunks.head, "tail": chunks.tail, "temporal_compression": chunks.tc},
-       "seconds": {}}
+       "settings": gen.settings(seed), "chunks": {"frames": frames, "overlap": overlap}, "seconds": {}}
   judge_videos = lambda vids, prompts: shapes_judge.judge_batch(vids, prompts, spec)
   r["real_heldout"] = _judged(judge_videos(videos, captions))
 
@@ -187,14 +202,13 @@ def main(argv):
   r["t2v"] = _judged(t2v_judge)
   r["seconds"]["t2v"] = time.perf_counter() - t0
 
-  # 2. i2v: frame 0 of each clip, batched as tasks.image_to_video builds it (one known latent per clip).
+  # 2. i2v: frame 0 of each clip, batched as tasks.image_to_video builds it (frame 0 known).
   t0 = time.perf_counter()
   images = videos[:, :1]  # [n, 1, H, W, 3]
-  chunks1 = tasks.Chunks(gen, overlap=1)
-  first = gen.encode(images)  # [n, 1, h, w, z]
-  known, mask = zip(*(chunks1.conditioned(first=first[i]) for i in range(n)))
-  i2v = gen.generate(captions, seed, known=jnp.concatenate(known), mask=np.concatenate(mask), progress=progress)
-  round_trip = gen.decode(first)[:, 0]  # [n, H, W, 3]
+  first_known = np.zeros((n, frames), np.float32)
+  first_known[:, 0] = 1
+  i2v = gen.generate(captions, seed, frames=videos, frame_mask=first_known, progress=progress)
+  round_trip = gen.decode(gen.encode(images))[:, 0]  # [n, H, W, 3]
   psnr_image = [video_metrics.psnr(i2v[i, 0], images[i, 0]) for i in range(n)]
   psnr_round_trip = [video_metrics.psnr(i2v[i, 0], round_trip[i]) for i in range(n)]
   single = tasks.image_to_video(gen, [captions[0]], images[0], seed=seed, progress=False)[0]
@@ -209,10 +223,27 @@ def main(argv):
                   batched_vs_image_to_video_max_abs_diff=int(np.abs(single.astype(int) - i2v[0]).max()))
   r["seconds"]["i2v"] = time.perf_counter() - t0
 
-  # 3. extend forward: chunk i (1..times) = frames [T0 - head + (i - 1) new, + F) of the written video.
+  # 2b. interpolate: keyframes of each clip, the clip's other frames the truth (batched as tasks.interpolate).
+  t0 = time.perf_counter()
+  truth_round_trip = gen.decode(gen.encode(videos))
+  r["interpolate"] = {}
+  for keys in ([0, frames - 1], [0, frames // 2, frames - 1]):
+    mask = np.zeros((n, frames), np.float32)
+    mask[:, keys] = 1
+    out = gen.generate(captions, seed, frames=videos, frame_mask=mask, progress=progress)
+    between = [t for t in range(frames) if t not in keys]
+    fade = _cross_fade(videos, keys)
+    psnr = lambda a: float(np.mean([video_metrics.psnr(a[i, between], videos[i, between]) for i in range(n)]))
+    r["interpolate"][",".join(map(str, keys))] = dict(
+        _judged(judge_videos(out, captions)), psnr_between=psnr(out), psnr_between_round_trip=psnr(truth_round_trip),
+        psnr_between_cross_fade=psnr(fade),
+        psnr_between_min=float(min(video_metrics.psnr(out[i, between], videos[i, between]) for i in range(n))))
+  r["seconds"]["interpolate"] = time.perf_counter() - t0
+
+  # 3. extend forward: chunk i (1..times) = frames [T0 - overlap + (i - 1) new, + F) of the written video.
   t0 = time.perf_counter()
   n_ext = min(n, EXTEND_CLIPS)
-  new = chunks.frames - chunks.head
+  new = frames - overlap
   identity = np.zeros((n_ext, times), bool)
   correct = np.zeros((n_ext, times), bool)
   seam, within, given_seam, total_frames = [], [], [], []
@@ -221,13 +252,13 @@ def main(argv):
     os.makedirs(out_dir, exist_ok=True)
     for j in tqdm.trange(n_ext, desc=f"extend x{times}", disable=not progress):
       path = os.path.join(out_dir, f"extend_{j:02d}_{generate_lib.slug(captions[j])}.mp4")
-      info = tasks.extend(gen, captions[j], videos[j], path, times=times, seed=seed + j * times, progress=False,
-                          fps=config.data.fps)
+      info = tasks.extend(gen, captions[j], videos[j], path, times=times, overlap=overlap, seed=seed + j * times,
+                          progress=False, fps=config.data.fps)
       video, _ = video_io.read_video(path)
       if len(video) != info["frames"] or info["frames_per_chunk"] != new:
         raise RuntimeError(f"{path}: {len(video)} frames read back, extend reported {info}")
       total_frames.append(len(video))
-      layout = _extend_layout(len(videos[j]), times, chunks.head, new)
+      layout = _extend_layout(len(videos[j]), times, overlap, new)
       for i, (a, b) in enumerate(layout["chunks"]):
         verdict = shapes_judge.judge_video(video[a:b], captions[j], spec)
         identity[j, i], correct[j, i] = _identity_ok(verdict), verdict["all_correct"]
@@ -239,7 +270,7 @@ def main(argv):
   seam_mean, within_mean = _nanmean(seam), _nanmean(within)
   frames_target = 30 * config.data.num_frames
   r["extend"] = dict(
-      clips=n_ext, times=times, new_frames_per_chunk=new, chunk_frames=chunks.frames,
+      clips=n_ext, times=times, new_frames_per_chunk=new, chunk_frames=frames, overlap=overlap,
       given_clip="chunk 0, not judged",
       frames=int(min(total_frames)), frames_target=frames_target, frames_ok=bool(min(total_frames) >= frames_target),
       times_for_target=int(math.ceil(max(0, frames_target - config.data.num_frames) / new)),
@@ -257,7 +288,8 @@ def main(argv):
     seams, rest, transition_within, transition_frames = [], [], [], []
     for j in tqdm.trange(n, desc="connect", disable=not progress):
       a, b = j, (j + 1) % n
-      video, m = tasks.connect(gen, captions[b], videos[a], videos[b], seed=seed + j, progress=False)
+      video, m = tasks.connect(gen, captions[b], videos[a], videos[b], overlap=min(overlap, (frames - 1) // 2),
+                               seed=seed + j, progress=False)
       flicker = video_metrics.transition_flicker(video, shapes_judge.segment(video, spec).object_mask)
       t1 = len(videos[a])
       at = [t1 - 1, t1 + m - 1]  # a's last frame -> the transition's first; the transition's last -> b's first
@@ -352,6 +384,15 @@ def _print_table(r: dict) -> None:
       ("i2v all-correct (t2v, same prompts)", f"{i2v['all_correct_rate']:.2f} ({t2v['all_correct_rate']:.2f})",
        ">= t2v"),
       ("i2v color / shape / direction accuracy", acc(i2v), "reference"),
+  ]
+  for keys, x in r["interpolate"].items():
+    rows += [
+        (f"interpolate keyframes {keys}: in-between PSNR vs truth, dB (mean, min)",
+         f"{x['psnr_between']:.2f}, {x['psnr_between_min']:.2f}",
+         f">= 25 (VAE round trip {x['psnr_between_round_trip']:.2f}, cross-fade {x['psnr_between_cross_fade']:.2f})"),
+        (f"interpolate keyframes {keys}: all-correct", f2(x["all_correct_rate"]), "reference"),
+    ]
+  rows += [
       (f"extend: frames ({ext['clips']} clips x {ext['times']} chunks)", str(ext["frames"]),
        f">= {ext['frames_target']} (30 x {ext['frames_target'] // 30}; {ext['times_for_target']} chunks)"),
       ("extend color+shape kept, min over chunks", f2(ext["color_shape_rate_min_chunk"]), ">= 0.90"),

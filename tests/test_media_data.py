@@ -15,6 +15,7 @@ from vidgen import main as main_lib
 from vidgen.data import buckets as buckets_lib
 from vidgen.data import datasets
 from vidgen.data import media
+from vidgen.train import dit_trainer
 
 # 16:9-ish, 9:16-ish and 1:1 video buckets plus 1:1 images (sizes the test VAE's 8x compression divides).
 BUCKETS = ("16x32x5", "32x16x5", "24x24x5", "24x24x1:0.5")
@@ -140,7 +141,7 @@ def test_folder_trains_the_vae_with_three_aspect_ratios_in_one_run(folder, tmp_p
 
 @pytest.mark.skipif(not os.environ.get("VIDGEN_SLOW_TESTS"), reason="about 3 minutes: 6 compiles; "
                     "VIDGEN_SLOW_TESTS=1 runs it (the default tests cover each half)")
-def test_folder_trains_vae_then_dit_with_three_aspect_ratios_in_one_run(folder, tmp_path, capsys):
+def test_folder_trains_vae_then_frame_conditioned_dit_with_three_aspect_ratios(folder, tmp_path, capsys):
   root, written = folder
   steps = {f"{m}.{k}": v for m in ("train_vae", "train_dit") for k, v in (("steps", 6), ("log_every", 3),
                                                                           ("ckpt_every", 3))}
@@ -151,16 +152,11 @@ def test_folder_trains_vae_then_dit_with_three_aspect_ratios_in_one_run(folder, 
   # The small VAE compresses 2x in time and 4x in space: 5 frames of 16x32 -> 3 x 4 x 8 latents.
   for hw, latent_hw in (("16, 32", "4, 8"), ("32, 16", "8, 4"), ("24, 24", "6, 6")):
     assert f"vae: step compiled for video(8, 5, {hw}, 3)" in out, out
-    assert f"dit: step compiled for ids(8, 32), mean(8, 3, {latent_hw}, 4)" in out, out
+    # Frame conditioning (the default) trains from pixels: y is the encoding of the clip with frames blanked.
+    assert f"dit: step compiled for ids(8, 32), video(8, 5, {hw}, 3)" in out, out
   for name in ("vae", "dit"):
     rows = helpers.read_metrics(tmp_path / name / "metrics.jsonl")
     assert [r["step"] for r in rows] == [3, 6] and all(np.isfinite(r["loss"]) for r in rows)
-  cache_dirs = os.listdir(tmp_path / "dit" / "latents")
-  assert len(cache_dirs) == 1
-  with open(tmp_path / "dit" / "latents" / cache_dirs[0] / "index.json") as f:
-    index = json.load(f)
-  assert {b["name"]: b["count"] for b in index["buckets"]} == datasets.build(config.data, str(tmp_path)).report()[
-      "buckets"]
 
 
 def test_bad_bucket_configs_fail_before_anything_is_built(folder):
@@ -204,7 +200,7 @@ def test_tfds_video_dataset_trains_vae_then_dit_from_the_latent_cache(tmp_path, 
                                                    compute_stats=tfds.download.ComputeStatsMode.SKIP))
   config = helpers.load_config(**{"data.name": "tfds", "data.tfds_name": "tiny_actions", "data.data_dir": data_dir,
                                   "data.buckets": BUCKETS[:3], "data.fps": 0, "train_vae.steps": 2,
-                                  "train_dit.steps": 2, **SMALL_VAE})
+                                  "train_dit.steps": 2, "dit.frame_conditioning": False, **SMALL_VAE})
   data = datasets.media_set(config.data, str(tmp_path), progress=False)
   report = data.report()
   assert report["buckets"] == {"16x32x5": 2, "32x16x5": 2, "24x24x5": 2}
@@ -221,6 +217,9 @@ def test_tfds_video_dataset_trains_vae_then_dit_from_the_latent_cache(tmp_path, 
   (cache,) = os.listdir(tmp_path / "dit" / "latents")
   with open(tmp_path / "dit" / "latents" / cache / "index.json") as f:
     assert json.load(f)["buckets"] == [{"name": "16x16x5", "count": 6, "file": "16x16x5.array_record"}]
+  # Frame conditioning encodes the pixels in the step (y needs them): batches of clips and caption ids instead.
+  batch = next(dit_trainer.media_pixel_iterator(config, str(tmp_path), 8, seed=0))
+  assert batch["video"].shape == (8, 5, 16, 16, 3) and batch["ids"].shape == (8, 32)
   with pytest.raises(ValueError, match="tfds_split"):
     datasets.media_set(helpers.load_config(**{"data.name": "tfds", "data.tfds_name": "tiny_actions",
                                               "data.data_dir": data_dir, "data.tfds_split": "test"}).data,

@@ -1,5 +1,5 @@
-"""Sampling from a trained workdir: prompts (and known latent frames, or a source to edit) in, uint8 videos
-(and mp4 files + index.json) out. The tasks built on it (i2v, extend, connect, edit) are in vidgen/tasks.py."""
+"""Sampling from a trained workdir: prompts (and known frames, or a source to edit) in, uint8 videos (and mp4
+files + index.json) out. The tasks built on it (i2v, extend, interpolate, connect, edit) are in vidgen/tasks.py."""
 from __future__ import annotations
 
 import json
@@ -45,14 +45,17 @@ class Generator:
     self.params = vae_trainer.restore_params(os.path.join(workdir, "dit", "checkpoints"), field)
     self.latent_mean, self.latent_std = jnp.asarray(stats["mean"]), jnp.asarray(stats["std"])
     self.model = dit_trainer.t2v_module(config)
+    self.temporal_compression, self.spatial_compression = config_validation.vae_compression(config.vae)
     self._check_shapes(workdir)
     self.tokenizer = dit_trainer.tokenizer(config)
     self.grid = dit_trainer.latent_grid(config)
     self._encode_text = jax.jit(lambda p, ids: self.model.apply({"params": p}, ids, method=self.model.encode_text))
     self.frame_conditioning = bool(config.dit.get("frame_conditioning", False))
-    self.temporal_compression, self.spatial_compression = config_validation.vae_compression(config.vae)
     self._velocity = jax.jit(self._cond_uncond_velocity)
     self._encode = vae_trainer.encode_fn(config)
+    vae = vae_trainer.vae_module(config)
+    self._encode_model_space = jax.jit(lambda p, v, m: vae.apply(
+        {"params": p}, conditioning.blank_unknown(vae_trainer.to_model_input(v), m), method=vae.encode))
     self._decode = vae_trainer.decode_fn(config)
 
   def _check_shapes(self, workdir: str):
@@ -66,16 +69,17 @@ class Generator:
       if want.get(name) != got.get(name):
         z = self.config.vae.z_dim
         hint = (f" (config.dit.frame_conditioning sets it: {z} input channels without, "
-                f"{conditioning.channels(z)} with)" if "patch_embedding" in name else "")
+                f"{conditioning.channels(z, self.temporal_compression)} with; other counts come from an "
+                "older layout: retrain with --mode=train_dit)" if "patch_embedding" in name else "")
         raise config_validation.ConfigError(
             f"the DiT checkpoint in {workdir} does not match the config: {name} is {got.get(name, 'absent')} "
             f"there, {want.get(name, 'absent')} in the config{hint}")
 
-  def _cond_uncond_velocity(self, params, x, t, text_c, text_u, known, mask):
+  def _cond_uncond_velocity(self, params, x, t, text_c, text_u, y, mask):
     """Conditional and unconditional velocities in one batch of 2B; both see the same known frames."""
     (ctx_c, mask_c, pool_c), (ctx_u, mask_u, pool_u) = text_c, text_u
     if self.frame_conditioning:
-      x = conditioning.model_input(x, known, mask)
+      x = conditioning.model_input(x, y, mask)
     xx = jnp.concatenate([x, x])
     tt = jnp.full((xx.shape[0],), t, jnp.float32)
     v = self.model.apply({"params": params}, xx, tt, jnp.concatenate([ctx_c, ctx_u]),
@@ -88,35 +92,46 @@ class Generator:
     mean, _ = self._encode(self.vae_params, np.asarray(videos))
     return (mean - self.latent_mean) / self.latent_std
 
+  def condition(self, frames, frame_mask) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """(y [N, T_lat, h, w, z], latent mask [N, T_lat, tc]) of known frames: uint8 [N, F, H, W, 3] with
+    frame_mask [N, F] (1 on known frames; the others' pixels are ignored)."""
+    mean, _ = self._encode_model_space(self.vae_params, jnp.asarray(frames), jnp.asarray(frame_mask, jnp.float32))
+    return (mean - self.latent_mean) / self.latent_std, conditioning.latent_mask(frame_mask, self.temporal_compression)
+
   def decode(self, latents) -> np.ndarray:
     """uint8 videos [N, T, H, W, 3] of normalised latents [N, T_lat, h, w, z]."""
     return vae_trainer.to_uint8(self._decode(self.vae_params, latents * self.latent_std + self.latent_mean))
 
   def sample_latents(self, prompts: list[str], seed: int | None = None, *, steps: int | None = None,
                      solver: str | None = None, cfg_scale: float | None = None, shift: float | None = None,
-                     known=None, mask=None, source=None, strength: float = 1.0, progress: bool = True):
+                     frames=None, frame_mask=None, source=None, strength: float = 1.0, progress: bool = True):
     """Normalised latents [N, T_lat, h, w, z]; video i starts from the noise of seed + i, whatever the batching.
 
-    known [N, T_lat, h, w, z] with mask [N, T_lat] (1 on known latent frames): frame conditioning; the known
-    frames are written back into the result. source (same shape) with strength in (0, 1]: start from the
-    source noised to t = strength instead of pure noise (editing: low strength keeps layout and motion)."""
+    frames uint8 [N, F, H, W, 3] with frame_mask [N, F] (1 on known frames): frame conditioning; latent frames
+    whose frames and all before them are known are written back into the result (they come back through the
+    VAE as given). source [N, T_lat, h, w, z] with strength in (0, 1]: start from the source noised to
+    t = strength instead of pure noise (editing: low strength keeps layout and motion)."""
     s = self.config.sample
     seed = s.seed if seed is None else seed
     steps, solver = steps or s.steps, solver or s.solver
     cfg_scale = s.cfg_scale if cfg_scale is None else cfg_scale
     shift = s.shift if shift is None else shift
+    tc, sc = self.temporal_compression, self.spatial_compression
     if not 0.0 < strength <= 1.0:
       raise ValueError(f"strength={strength}: must be in (0, 1]")
-    if (known is None) != (mask is None):
+    if (frames is None) != (frame_mask is None):
       raise ValueError("known frames and their mask come together: give both or neither")
-    if known is not None and not self.frame_conditioning:
+    if frames is not None and not self.frame_conditioning:
       raise ValueError("this model was trained without frame conditioning (config.dit.frame_conditioning=False): "
                        "only t2v, image and edit work with it")
-    grid = tuple(known.shape[1:4]) if known is not None else (
-        tuple(source.shape[1:4]) if source is not None else self.grid)
-    if known is None:
-      known = jnp.zeros((len(prompts), *grid, self.config.vae.z_dim))
-      mask = jnp.zeros((len(prompts), grid[0]))
+    if frames is not None:
+      _, f, h, w, _ = np.shape(frames)
+      if (f - 1) % tc or h % sc or w % sc or np.shape(frame_mask) != np.shape(frames)[:2]:
+        raise ValueError(f"known frames {np.shape(frames)} with mask {np.shape(frame_mask)}: need [N, 1 + {tc} k, "
+                         f"H, W, 3] with H and W multiples of {sc} and a mask [N, frames]")
+      grid = ((f - 1) // tc + 1, h // sc, w // sc)
+    else:
+      grid = tuple(source.shape[1:4]) if source is not None else self.grid
     out = []
     for start in range(0, len(prompts), s.batch_size):
       batch = slice(start, start + s.batch_size)
@@ -128,12 +143,19 @@ class Generator:
                      for i in range(n)])
       if source is not None:
         x = (1.0 - strength) * jnp.asarray(source[batch]) + strength * x
-      k, m = jnp.asarray(known[batch]), jnp.asarray(mask[batch])
-      cond_uncond = lambda x, t: self._velocity(self.params, x, t, text_c, text_u, k, m)
+      if frames is not None:
+        known, known_mask = frames[batch], frame_mask[batch]
+      else:  # nothing known: y is still the encoding of the (blank) clip, as in training's 'none' task
+        t_lat, h, w = grid
+        known = np.zeros((n, 1 + tc * (t_lat - 1), h * sc, w * sc, 3), np.uint8)
+        known_mask = np.zeros(known.shape[:2], np.float32)
+      y, m = self.condition(known, known_mask)
+      write_back = conditioning.known_prefix(jnp.asarray(known_mask), tc)
+      cond_uncond = lambda x, t: self._velocity(self.params, x, t, text_c, text_u, y, m)
       z = sampling.sample(sampling.guided(cond_uncond, cfg_scale), x, num_steps=steps, solver=solver,
                           shift=shift, t_start=strength, progress=progress,
                           desc=f"sampling {start + n}/{len(prompts)}")
-      out.append(jnp.where(m[:, :, None, None, None] > 0, k, z))
+      out.append(jnp.where(write_back[:, :, None, None, None], y, z))
     return jnp.concatenate(out)
 
   def generate(self, prompts: list[str], seed: int | None = None, *, progress: bool = True, **kwargs) -> np.ndarray:

@@ -30,17 +30,19 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where --mode=generate writes mp
 _SEED = flags.DEFINE_integer("seed", None, "Sampling seed (default config.sample.seed).")
 _SIZE = flags.DEFINE_string("size", None, "--mode=generate: WxH in pixels (default data.width x data.height).")
 _FRAMES = flags.DEFINE_integer("frames", None, "--mode=generate: frames per video (default data.num_frames).")
-_TASK = flags.DEFINE_enum("task", "t2v", ["t2v", "image", "i2v", "extend", "connect", "edit"],
+_TASK = flags.DEFINE_enum("task", "t2v", ["t2v", "image", "i2v", "extend", "interpolate", "connect", "edit"],
                           "--mode=generate: what to make (vidgen/tasks.py).")
-_IMAGE = flags.DEFINE_string("image", None, "--task=i2v: the first frame (png/jpg, any size: covered and "
-                             "center-cropped).")
-_VIDEO = flags.DEFINE_multi_string("video", [], "--task=extend/edit: the video; --task=connect: two of them.")
+_IMAGE = flags.DEFINE_multi_string("image", [], "--task=i2v: the first frame; --task=interpolate: the keyframes, "
+                                   "one per --at time (png/jpg, any size: covered and center-cropped).")
+_VIDEO = flags.DEFINE_multi_string("video", [], "--task=extend/edit: the video; --task=connect: two of them; "
+                                   "--task=interpolate: its frames at the --at times are the keyframes.")
+_AT = flags.DEFINE_list("at", [], "--task=interpolate: keyframe times, frame indices within the clip (e.g. 0,8).")
 _DIRECTION = flags.DEFINE_enum("direction", "forward", ["forward", "backward"], "--task=extend: which way.")
 _TIMES = flags.DEFINE_integer("times", 1, "--task=extend: chunks to add.")
 _STRENGTH = flags.DEFINE_float("strength", None, "--task=edit: noise level in (0, 1] to re-generate from "
                                "(low keeps layout and motion, 1 follows the prompt only).")
-_OVERLAP = flags.DEFINE_integer("overlap", None, "--task=extend/connect: latent frames of conditioning per chunk "
-                                "end (default: half a chunk).")
+_OVERLAP = flags.DEFINE_integer("overlap", None, "--task=extend/connect: frames of a neighbour that condition a "
+                                "chunk's end (default 1 + (frames - 1) // 4).")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Hide progress bars.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "off", ("off", "auto", "flags"),
@@ -56,7 +58,7 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
         frames=None, task: dict | None = None) -> dict:
   """Runs one mode; returns what it produced (the report for 'all', 'evaluate' and 'evaluate_vae').
   `size` ('WxH') and `frames` set the shape that --mode=generate samples (default: the training shape);
-  `task` (vidgen/tasks.py: name, image, videos, direction, times, strength, overlap) what it makes (t2v)."""
+  `task` (vidgen/tasks.py: name, images, videos, at, direction, times, strength, overlap) what it makes (t2v)."""
   # Imports here keep `--help` fast and let a bad config fail before JAX does any work.
   from vidgen import config_validation
   config_validation.validate(config)
@@ -122,10 +124,10 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
     with open(os.path.join(workdir, "vae", "report.json"), "w") as f:
       json.dump(result, f, indent=1)
   if mode == "generate":
-    inputs = tasks.load_inputs(task_name, config, list(prompts), task.get("image"), task.get("videos", ()),
-                               task.get("strength"), task.get("times", 1))
+    inputs = tasks.load_inputs(task_name, config, list(prompts), task.get("images", ()), task.get("videos", ()),
+                               task.get("strength"), task.get("times", 1), task.get("at", ()), task.get("overlap"))
     generator = generate_lib.Generator(config, workdir)
-    run_args = {k: task[k] for k in ("direction", "times", "strength", "overlap") if task.get(k) is not None}
+    run_args = {k: task[k] for k in ("direction", "times", "strength") if task.get(k) is not None}
     result = tasks.run(generator, task_name, list(prompts), inputs, out_dir or os.path.join(workdir, "samples"),
                        seed=seed, progress=progress, **run_args)
   return result
@@ -177,7 +179,7 @@ def main(argv):
     result = run(_CONFIG.value, _WORKDIR.value, _MODE.value, prompts, _OUT_DIR.value, _SEED.value,
                  progress=not _NO_PROGRESS.value and distributed.is_primary(), size=_SIZE.value,
                  frames=_FRAMES.value,
-                 task=dict(name=_TASK.value, image=_IMAGE.value, videos=list(_VIDEO.value),
+                 task=dict(name=_TASK.value, images=list(_IMAGE.value), videos=list(_VIDEO.value), at=list(_AT.value),
                            direction=_DIRECTION.value, times=_TIMES.value, strength=_STRENGTH.value,
                            overlap=_OVERLAP.value))
   except (config_validation.ConfigError, generate_lib.MissingCheckpointError, tasks.TaskError) as e:

@@ -1,14 +1,12 @@
-"""Frame conditioning: one mechanism for image-to-video, extending, connecting and editing.
+"""Frame conditioning: one mechanism for image-to-video, extending, interpolating, connecting and editing.
 
-The DiT reads [x_t, c * m, m] on its channels (in_dim = 2 z_dim + 1): the noisy latent, the known latent
-frames c (zeros elsewhere) and the mask m, 1 on known latent frames. Training draws a task per example
-(TASKS) and so learns every kind of known frames at once; sampling passes the same known frames to both
-classifier-free guidance branches and writes them back into the result (they come back as given).
-
-The mask is per latent frame. With a causal VAE, latent frame 0 encodes pixel frame 0 alone and frame
-j >= 1 encodes pixel frames tc (j - 1) + 1 ... tc j, so "the first 1 + tc (k - 1) frames of a video" are
-exactly "the first k latent frames": an image is latent frame 0, and a clip continues from the latents of
-its predecessor's last frames re-encoded as a new clip's start.
+Known frames are given in pixels, with a mask over the F = 1 + tc (T - 1) frames of a clip. The DiT reads
+[x_t, mask, y] on its channels, Wan 2.1's image-to-video layout (in_dim = 2 z + tc, 36 for Wan's z = 16, tc = 4):
+- mask: tc channels per latent frame, the pixel frames that latent frame encodes (frame 0's mask fills all tc
+  channels of latent frame 0, which encodes frame 0 alone; latent frame j >= 1 encodes frames tc (j-1)+1 .. tc j);
+- y: the normalised VAE encoding of the clip with unknown frames blanked (0 in the VAE's [-1, 1] input space).
+So a keyframe may sit at any frame, not only where a latent frame starts. Training draws a task per example
+(TASKS) and learns every kind of known frames at once; the loss covers every frame.
 """
 from __future__ import annotations
 
@@ -17,26 +15,49 @@ import jax.numpy as jnp
 import numpy as np
 
 # none: text only; first: frame 0 (an image); prefix: the first k frames (extend forward); suffix: the last k
-# (extend backward, a connection's end); ends: the first and last k (connect two videos). 1 <= k < T.
-TASKS = ("none", "first", "prefix", "suffix", "ends")
+# (extend backward); ends: the first and last k (connect two videos, interpolate between two keyframes);
+# keyframes: a random set of frames (interpolation). 1 <= k < F.
+TASKS = ("none", "first", "prefix", "suffix", "ends", "keyframes")
 
 
-def channels(z_dim: int) -> int:
-  """The DiT's input channels with frame conditioning."""
-  return 2 * z_dim + 1
+def channels(z_dim: int, temporal_compression: int) -> int:
+  """The DiT's input channels with frame conditioning: x_t, the mask and y."""
+  return 2 * z_dim + temporal_compression
 
 
 def dit_in_dim(config) -> int:
-  """The DiT's input channels for a vidgen config: z_dim, or channels(z_dim) with dit.frame_conditioning."""
+  """The DiT's input channels for a vidgen config: z_dim, or channels(...) with dit.frame_conditioning."""
+  from vidgen import config_validation  # here: config_validation imports this module
   z = config.vae.z_dim
-  return channels(z) if config.dit.get("frame_conditioning", False) else z
+  if not config.dit.get("frame_conditioning", False):
+    return z
+  return channels(z, config_validation.vae_compression(config.vae)[0])
 
 
-def model_input(x_t, cond, mask):
-  """[B, T, h, w, 2 z + 1] from x_t, cond [B, T, h, w, z] and mask [B, T] (1 on known frames)."""
-  m = mask.astype(x_t.dtype)[:, :, None, None, None]
-  m_channel = jnp.broadcast_to(m, x_t.shape[:-1] + (1,))
-  return jnp.concatenate([x_t, cond.astype(x_t.dtype) * m, m_channel], axis=-1)
+def latent_mask(frame_mask, tc: int):
+  """[B, T, tc] of a pixel-frame mask [B, 1 + tc (T - 1)]: frame 0 repeated tc times, then groups of tc."""
+  frame_mask = jnp.asarray(frame_mask, jnp.float32)
+  first = jnp.repeat(frame_mask[:, :1], tc, axis=1)
+  full = jnp.concatenate([first, frame_mask[:, 1:]], axis=1)
+  return full.reshape(frame_mask.shape[0], -1, tc)
+
+
+def known_prefix(frame_mask, tc: int):
+  """[B, T] bool: latent frames whose frames and every frame before them are known. A causal VAE encodes them
+  exactly as in y, so sampling writes them back (an i2v first frame comes back as the VAE round trip)."""
+  prefix = jnp.cumprod(jnp.asarray(frame_mask, jnp.float32), axis=1)
+  return latent_mask(prefix, tc).min(axis=-1) > 0
+
+
+def model_input(x_t, y, mask):
+  """[B, T, h, w, 2 z + tc]: x_t and y [B, T, h, w, z] with the latent mask [B, T, tc] (see latent_mask)."""
+  m = jnp.broadcast_to(mask.astype(x_t.dtype)[:, :, None, None, :], x_t.shape[:-1] + (mask.shape[-1],))
+  return jnp.concatenate([x_t, m, y.astype(x_t.dtype)], axis=-1)
+
+
+def blank_unknown(video, frame_mask):
+  """The VAE input of y: video [B, F, H, W, C] in [-1, 1] with unknown frames set to 0."""
+  return video * jnp.asarray(frame_mask, video.dtype)[:, :, None, None, None]
 
 
 def parse_task_weights(spec: str) -> dict[str, float]:
@@ -58,28 +79,24 @@ def parse_task_weights(spec: str) -> dict[str, float]:
 
 
 def sample_masks(rng, batch: int, num_frames: int, weights: dict[str, float]):
-  """float32 [batch, num_frames]: a task per example drawn with `weights`, k uniform in [1, T - 1]
-  (for 'ends', the first and last k with 2 k < T). A one-frame clip (an image) is always 'none'."""
+  """float32 [batch, num_frames] pixel-frame masks: a task per example drawn with `weights`, k uniform in
+  [1, F - 1] (for 'ends', the first and last k with 2 k < F); 'keyframes' knows each frame with a probability
+  drawn uniformly in [0.1, 0.5] per example, never every frame. A one-frame clip (an image) is always 'none'."""
   if num_frames < 2:
     return jnp.zeros((batch, num_frames), jnp.float32)
-  r_task, r_k = jax.random.split(rng)
+  r_task, r_k, r_p, r_key = jax.random.split(rng, 4)
   logits = jnp.log(jnp.asarray([weights.get(name, 0.0) for name in TASKS], jnp.float32))
-  task = jax.random.categorical(r_task, logits, shape=(batch,))[:, None]
+  task = jax.random.categorical(r_task, logits, shape=(batch,))
   u = jax.random.uniform(r_k, (batch, 1))
-  k = 1 + jnp.floor(u * (num_frames - 1)).astype(jnp.int32)  # 1 .. T - 1
-  k_ends = 1 + jnp.floor(u * ((num_frames - 1) // 2)).astype(jnp.int32)  # 2 k < T when T >= 3
+  k = 1 + jnp.floor(u * (num_frames - 1)).astype(jnp.int32)  # 1 .. F - 1
+  k_ends = 1 + jnp.floor(u * ((num_frames - 1) // 2)).astype(jnp.int32)  # 2 k < F when F >= 3
   j = jnp.arange(num_frames)[None]
   ends = (j < k_ends) | (j >= num_frames - k_ends) if num_frames >= 3 else j == 0
+  p = jax.random.uniform(r_p, (batch, 1), minval=0.1, maxval=0.5)
+  draws = jax.random.uniform(r_key, (batch, num_frames))
+  keyframes = draws < p
+  # Never every frame: the frame with the largest draw stays unknown.
+  keyframes &= j != jnp.argmax(draws, axis=1)[:, None]
   masks = jnp.stack([jnp.broadcast_to(m, (batch, num_frames))
-                     for m in (j < 0, j == 0, j < k, j >= num_frames - k, ends)])  # order of TASKS
-  return masks[task[:, 0], jnp.arange(batch)].astype(jnp.float32)
-
-def known(num_frames: int, first: int = 0, last: int = 0) -> np.ndarray:
-  """float32 [num_frames]: 1 on the first `first` and the last `last` latent frames."""
-  if first + last >= num_frames:
-    raise ValueError(f"{first} + {last} known latent frames leave nothing to generate in {num_frames}")
-  m = np.zeros(num_frames, np.float32)
-  m[:first] = 1.0
-  if last:
-    m[num_frames - last:] = 1.0
-  return m
+                     for m in (j < 0, j == 0, j < k, j >= num_frames - k, ends, keyframes)])  # order of TASKS
+  return masks[task, jnp.arange(batch)].astype(jnp.float32)

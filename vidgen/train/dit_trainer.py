@@ -3,8 +3,9 @@
 The VAE is frozen, so the training clips are encoded once into posterior means and standard
 deviations (WORKDIR/dit/latent_cache.npz); each step draws a fresh posterior sample, normalises it
 with the VAE's latent statistics, blanks the text of a fraction of examples (classifier-free
-guidance), draws a frame-conditioning task per example (dit.frame_conditioning: known first, last or
-both-end latent frames, vidgen/diffusion/conditioning.py) and regresses the velocity.
+guidance), draws a frame-conditioning task per example (dit.frame_conditioning: known frames anywhere,
+vidgen/diffusion/conditioning.py; the VAE encodes the clip with its unknown frames blanked in the step)
+and regresses the velocity. Media data with frame conditioning trains from pixels, encoding in the step.
 """
 from __future__ import annotations
 
@@ -115,24 +116,36 @@ def _text(caption) -> str:
 
 
 def dit_loss(model, config, latent_mean, latent_std):
+  """(params, batch, rng, frozen=VAE params) -> (loss, {}). A batch holds caption ids and either cached
+  posterior means and stds or the clips' pixels ('video'), which the frozen VAE encodes here; frame
+  conditioning needs the pixels in any case, for y (the encoding of the clip with its unknown frames blanked)."""
   t = config.train_dit
   shift_mean = jnp.asarray(latent_mean)
   inv_std = 1.0 / jnp.asarray(latent_std)
   frame_tasks = (conditioning.parse_task_weights(t.frame_tasks) if config.dit.get("frame_conditioning", False)
                  else None)
+  vae = vae_trainer.vae_module(config)
+  tc = config_validation.vae_compression(config.vae)[0]
 
-  def loss_fn(params, batch, rng):
+  def loss_fn(params, batch, rng, frozen=None):
     r_post, r_drop, r_flow, r_task = jax.random.split(rng, 4)
-    z = batch["mean"] + batch["std"] * jax.random.normal(r_post, batch["mean"].shape)
+    encode = lambda video: vae.apply({"params": frozen}, video, method=vae.encode)
+    if "mean" in batch:
+      mean, std = batch["mean"], batch["std"]
+    else:
+      mean, logvar = encode(vae_trainer.to_model_input(batch["video"]))
+      std = jnp.exp(0.5 * logvar)
+    z = mean + std * jax.random.normal(r_post, mean.shape)
     z = (z - shift_mean) * inv_std
     drop = jax.random.bernoulli(r_drop, t.text_dropout, (z.shape[0],))
     ids = jnp.where(drop[:, None], tokenizer_lib.PAD_ID, batch["ids"])
     context, mask, pooled = model.apply({"params": params}, ids, method=model.encode_text)
     model_input = lambda x_t: x_t
-    if frame_tasks is not None:  # known frames: the clean posterior means, as sampling will see them
-      known = conditioning.sample_masks(r_task, z.shape[0], z.shape[1], frame_tasks)
-      clean = (batch["mean"] - shift_mean) * inv_std
-      model_input = lambda x_t: conditioning.model_input(x_t, clean, known)
+    if frame_tasks is not None:
+      frame_mask = conditioning.sample_masks(r_task, z.shape[0], batch["video"].shape[1], frame_tasks)
+      y_mean, _ = encode(conditioning.blank_unknown(vae_trainer.to_model_input(batch["video"]), frame_mask))
+      y = (y_mean - shift_mean) * inv_std
+      model_input = lambda x_t: conditioning.model_input(x_t, y, conditioning.latent_mask(frame_mask, tc))
     velocity = lambda x_t, tt: model.apply({"params": params}, model_input(x_t), tt, context, mask, pooled,
                                            method=model.velocity)
     loss = flow.flow_loss(velocity, z, r_flow, t_mean=t.t_mean, t_std=t.t_std, shift=t.shift)
@@ -140,16 +153,53 @@ def dit_loss(model, config, latent_mean, latent_std):
   return loss_fn
 
 
+class _WithVideos:
+  """The Shapes latent cache with each clip's pixels beside it (frame conditioning encodes them in the step)."""
+
+  def __init__(self, cache: dict, videos):
+    self._cache, self._videos = pipeline.ArraySource(cache), videos
+
+  def __len__(self):
+    return len(self._cache)
+
+  def __getitem__(self, index):
+    return dict(self._cache[index], video=self._videos[index]["video"])
+
+
+def media_pixel_iterator(config, workdir: str, batch_size: int, seed: int):
+  """Bucketed batches of training clips and their caption ids, for frame-conditioned training on media."""
+  data = datasets.media_set(config.data, workdir, progress=False)
+  tok = tokenizer(config)
+
+  def load(bucket, example, step, row):
+    ex = data.load(bucket, example, seed=[seed, 2, step, row])
+    return {"video": ex["video"], "ids": tok.encode_batch([_text(ex["caption"])])[0][0]}
+  return pipeline.bucketed_iterator(data.schedule(batch_size, seed), load)
+
+
+def _latent_grid_of(config, batch) -> tuple[int, int, int]:
+  if "mean" in batch:
+    return tuple(batch["mean"].shape[1:4])
+  tc, sc = config_validation.vae_compression(config.vae)
+  _, f, h, w, _ = batch["video"].shape
+  return (f - 1) // tc + 1, h // sc, w // sc
+
+
 def train_dit(config, workdir: str, mesh, progress: bool = True):
   t = config.train_dit
-  _, stats = vae_trainer.load_vae_params(workdir)
+  vae_params, stats = vae_trainer.load_vae_params(workdir)
   model = t2v_module(config)
   grid = latent_grid(config)
   dummy_x = jnp.zeros((1, *grid, conditioning.dit_in_dim(config)), jnp.float32)
   dummy_ids = jnp.zeros((1, config.text.max_length), jnp.int32)
+  frame_conditioning = config.dit.get("frame_conditioning", False)
   if config.data.name == "shapes":
     cache = build_latent_cache(config, workdir, progress=progress)
-    data_iter = pipeline.batched_iterator(pipeline.ArraySource(cache), t.batch_size, seed=config.seed + 1)
+    source = (_WithVideos(cache, datasets.source(config.data, workdir, "train")) if frame_conditioning
+              else pipeline.ArraySource(cache))
+    data_iter = pipeline.batched_iterator(source, t.batch_size, seed=config.seed + 1)
+  elif frame_conditioning:  # media: y needs the pixels, so the step encodes them (no latent cache)
+    data_iter = media_pixel_iterator(config, workdir, t.batch_size, config.seed + 1)
   else:  # media: latents cached per bucket, batches one bucket each
     cache = media_latent_cache(config, workdir, progress=progress)
     schedule = buckets_lib.Schedule(cache.members, [b.weight for b in datasets.buckets(config.data)],
@@ -162,5 +212,6 @@ def train_dit(config, workdir: str, mesh, progress: bool = True):
       grad_clip=t.grad_clip, log_every=t.log_every, ckpt_every=t.ckpt_every, ema_decay=t.ema_decay,
       rules=rules.DIT_RULES, grad_accum_steps=t.grad_accum_steps, compute_dtype=config.dit.dtype,
       analytic_flops=lambda batch: flops.train_step_flops(
-          flops.dit_config_flops(config, tuple(batch["mean"].shape[1:4])), t.batch_size))
+          flops.dit_config_flops(config, _latent_grid_of(config, batch)), t.batch_size),
+      frozen=vae_params if frame_conditioning else None)
   return loop.train(spec, workdir=workdir, config=config, mesh=mesh, seed=config.seed + 1, progress=progress)

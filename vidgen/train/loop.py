@@ -8,6 +8,7 @@ newest checkpoint when one exists.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import signal
 import time
 from typing import Any, Callable, Iterator
@@ -48,6 +49,9 @@ class TrainSpec:
   # Matmul FLOPs per step (vidgen/models/flops.py), or a function of the batch when shapes vary by bucket;
   # else XLA's count.
   analytic_flops: float | Callable | None = None
+  # Trained elsewhere and only read by the loss (the DiT's VAE): passed to the step as a replicated argument,
+  # not baked into it as constants; the loss is then (params, batch, rng, frozen).
+  frozen: Any = None
 
 
 class _Preemption:
@@ -100,16 +104,18 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
       checkpointer.close()
       return state
 
-    def train_step(state, batch):
+    def train_step(state, batch, frozen):
       r = jax.random.fold_in(step_rng, state.step)
-      (loss, aux), grads = _accumulated_grads(spec.loss_fn, state.params, batch, r, spec.grad_accum_steps)
+      loss_fn = spec.loss_fn if frozen is None else functools.partial(spec.loss_fn, frozen=frozen)
+      (loss, aux), grads = _accumulated_grads(loss_fn, state.params, batch, r, spec.grad_accum_steps)
       new_state = state.apply_gradients(grads)
       aux = dict(aux, loss=loss, grad_norm=_global_norm(grads))
       return new_state, aux
 
     batch_sharding = mesh_lib.batch_sharding(mesh)
-    step_fn = jax.jit(train_step, in_shardings=(shardings, batch_sharding),
+    step_fn = jax.jit(train_step, in_shardings=(shardings, batch_sharding, mesh_lib.replicated(mesh)),
                       out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+    frozen = None if spec.frozen is None else jax.device_put(spec.frozen, mesh_lib.replicated(mesh))
     executables, compile_time = {}, [0.0]
     # Shapes and shardings only: later compiles must not touch the (donated) live state.
     state_structs = jax.tree_util.tree_map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding),
@@ -120,7 +126,7 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
       key = tuple((x.shape, str(x.dtype)) for x in jax.tree_util.tree_leaves(batch))
       if key not in executables:
         t0 = time.perf_counter()
-        compiled = step_fn.lower(state_structs, batch).compile()
+        compiled = step_fn.lower(state_structs, batch, frozen).compile()
         xla_flops = metrics_lib.compiled_flops(compiled) * mesh.size  # XLA counts one device's program
         analytic = spec.analytic_flops(batch) if callable(spec.analytic_flops) else spec.analytic_flops
         shapes = ", ".join(f"{k}{tuple(v.shape)}" for k, v in batch.items()) if isinstance(batch, dict) else ""
@@ -149,7 +155,7 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
         batch = pending if pending is not None else global_batch(next(spec.data_iter))
         pending = None
         compiled, flops = executable(batch)
-        state, aux = compiled(state, batch)
+        state, aux = compiled(state, batch, frozen)
         window_flops += flops
         done = step + 1
         if done % spec.log_every == 0 or done == spec.steps:
