@@ -197,7 +197,7 @@ def load_inputs(task: str, config, prompts: list[str], images=(), videos=(), str
     if bool(images) == bool(videos) or len(videos) > 1:
       raise TaskError("--task=interpolate needs keyframes: --image files (one per --at time) or one --video "
                       "(its frames at the --at times)")
-    times = check_keyframe_times(at, frames, len(images) if images else None)
+    keyframe_times = check_keyframe_times(at, frames, len(images) if images else None)
   else:
     needs = {"i2v": (1, 0), "extend": (0, 1), "connect": (0, 2), "edit": (0, 1)}.get(task, (0, 0))
     if len(images) != needs[0]:
@@ -225,10 +225,10 @@ def load_inputs(task: str, config, prompts: list[str], images=(), videos=(), str
   if task == "interpolate":
     if videos:
       video = inputs["videos"][0]
-      if max(times) >= len(video):
-        raise TaskError(f"keyframe time {max(times)} is outside --video {videos[0]} ({len(video)} frames)")
-      inputs["images"] = [video[t] for t in times]
-    inputs["at"] = times
+      if max(keyframe_times) >= len(video):
+        raise TaskError(f"keyframe time {max(keyframe_times)} is outside --video {videos[0]} ({len(video)} frames)")
+      inputs["images"] = [video[t] for t in keyframe_times]
+    inputs["at"] = keyframe_times
   return inputs
 
 
