@@ -53,7 +53,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "A trained workdir (VAE and DiT 
 _NUM = flags.DEFINE_integer("num", 32, "Held-out clips (prompts) per task; extend uses min(num, 8).")
 _TIMES = flags.DEFINE_integer("times", 30, "Chunks each extended clip grows by.")
 _OVERLAP = flags.DEFINE_integer("overlap", None, "Frames of conditioning per chunk end (extend, connect; "
-                                "default tasks.default_overlap).")
+                                "default tasks.default_overlap for each).")
 _OUT = flags.DEFINE_string("out", None, "Also write every number as JSON here.")
 _SEED = flags.DEFINE_integer("seed", None, "Sampling seed (default config.sample.seed).")
 _VIDEOS_DIR = flags.DEFINE_string("videos_dir", None, "Keep the extended mp4s here (default: a temporary "
@@ -187,10 +187,12 @@ def main(argv):
   captions = [c["caption"] for c in clips]
   gen = generate_lib.Generator(config, workdir)
   frames = config.data.num_frames
-  overlap = tasks.check_overlap(_OVERLAP.value, frames)
+  overlap = tasks.check_overlap(_OVERLAP.value, frames, gen.temporal_compression)
+  connect_overlap = tasks.check_overlap(_OVERLAP.value, frames, gen.temporal_compression, ends=2)
   times = _TIMES.value
   r = {"workdir": workdir, "preset": config.get("preset", ""), "num": n, "seed": seed,
-       "settings": gen.settings(seed), "chunks": {"frames": frames, "overlap": overlap}, "seconds": {}}
+       "settings": gen.settings(seed), "seconds": {},
+       "chunks": {"frames": frames, "overlap": overlap, "connect_overlap": connect_overlap}}
   judge_videos = lambda vids, prompts: shapes_judge.judge_batch(vids, prompts, spec)
   r["real_heldout"] = _judged(judge_videos(videos, captions))
 
@@ -288,8 +290,8 @@ def main(argv):
     seams, rest, transition_within, transition_frames = [], [], [], []
     for j in tqdm.trange(n, desc="connect", disable=not progress):
       a, b = j, (j + 1) % n
-      video, m = tasks.connect(gen, captions[b], videos[a], videos[b], overlap=min(overlap, (frames - 1) // 2),
-                               seed=seed + j, progress=False)
+      video, m = tasks.connect(gen, captions[b], videos[a], videos[b], overlap=connect_overlap, seed=seed + j,
+                               progress=False)
       flicker = video_metrics.transition_flicker(video, shapes_judge.segment(video, spec).object_mask)
       t1 = len(videos[a])
       at = [t1 - 1, t1 + m - 1]  # a's last frame -> the transition's first; the transition's last -> b's first

@@ -103,13 +103,15 @@ def test_t2v_reads_the_blank_clip_as_the_none_task_trains(generator, clip):
 
 
 def test_extend_forward_and_backward_keep_the_given_video_and_add_chunks(generator, clip, tmp_path):
-  assert tasks.default_overlap(9) == 3 and tasks.default_overlap(81) == 21
+  # Extend: frame 0 and one latent frame; connect (both ends) keeps a quarter of the chunk per end.
+  assert tasks.default_overlap(9, 4) == 5 and tasks.default_overlap(81, 4) == 5 and tasks.default_overlap(5, 4) == 2
+  assert tasks.default_overlap(9, 4, ends=2) == 3 and tasks.default_overlap(81, 4, ends=2) == 21
   for direction in ("forward", "backward"):
     path = str(tmp_path / f"{direction}.mp4")
     info = tasks.extend(generator, "a red circle moving left", clip, path, times=3, direction=direction,
                         progress=False)
     video, _ = video_io.read_video(path)
-    assert info["frames"] == len(video) == 9 + 3 * 6 and info["frames_per_chunk"] == 6 and info["overlap"] == 3
+    assert info["frames"] == len(video) == 9 + 3 * 4 and info["frames_per_chunk"] == 4 and info["overlap"] == 5
     given = video[:9] if direction == "forward" else video[-9:]
     assert np.abs(given.astype(int) - clip).mean() < 4  # the given video, through H.264 only
     assert not os.path.exists(path + ".partial")
@@ -206,7 +208,7 @@ def test_bad_task_input_is_one_line_and_writes_nothing(trained, clip, tmp_path, 
 
 
 def test_a_video_too_short_for_the_conditioning(generator, clip, tmp_path):
-  with pytest.raises(tasks.TaskError, match="has 2 frames; the conditioning needs at least 3"):
+  with pytest.raises(tasks.TaskError, match="has 2 frames; the conditioning needs at least 5"):
     tasks.extend(generator, "a red circle", clip[:2], str(tmp_path / "x.mp4"), direction="backward")
   assert not os.listdir(tmp_path)
 

@@ -42,7 +42,8 @@ _TIMES = flags.DEFINE_integer("times", 1, "--task=extend: chunks to add.")
 _STRENGTH = flags.DEFINE_float("strength", None, "--task=edit: noise level in (0, 1] to re-generate from "
                                "(low keeps layout and motion, 1 follows the prompt only).")
 _OVERLAP = flags.DEFINE_integer("overlap", None, "--task=extend/connect: frames of a neighbour that condition a "
-                                "chunk's end (default 1 + (frames - 1) // 4).")
+                                "chunk's end (default: extend 1 + the VAE's temporal compression, connect "
+                                "1 + (frames - 1) // 4).")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Hide progress bars.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "off", ("off", "auto", "flags"),

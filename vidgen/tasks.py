@@ -15,6 +15,7 @@ import tempfile
 
 import numpy as np
 
+from vidgen import config_validation
 from vidgen import video_io
 from vidgen.data import video_files
 
@@ -44,13 +45,22 @@ def load_video(path: str, size: tuple[int, int]) -> np.ndarray:
   return np.stack([video_files.resize_center_crop(f, size) for f in frames])
 
 
-def default_overlap(frames: int) -> int:
+def default_overlap(frames: int, tc: int, ends: int = 1) -> int:
+  """Frames of a neighbour that condition a chunk of `frames` (VAE temporal compression tc).
+
+  One end (extend): the first frame and one latent frame, 1 + tc, the shortest conditioning that is a whole
+  causal latent prefix, so it is written back exactly; 3 of 9 frames (a partial latent frame) let shapes drift
+  over 45 chunks where 5 of 9 kept them all (experiments/evaluate_tasks.py, see the README). Both ends
+  (connect), or chunks too short for 1 + tc: 1 + (frames - 1) // 4.
+  """
+  if ends == 1 and 1 + tc < frames:
+    return 1 + tc
   return 1 + (frames - 1) // 4
 
 
-def check_overlap(overlap: int | None, frames: int, ends: int = 1) -> int:
+def check_overlap(overlap: int | None, frames: int, tc: int, ends: int = 1) -> int:
   """The overlap in frames (the default when None); `ends` chunk ends are conditioned and >= 1 frame is new."""
-  overlap = default_overlap(frames) if overlap is None else overlap
+  overlap = default_overlap(frames, tc, ends) if overlap is None else overlap
   if overlap < 1 or ends * overlap >= frames:
     raise TaskError(f"--overlap={overlap} frames: allowed 1 to {(frames - 1) // ends} for chunks of {frames} "
                     f"frames{' with both ends conditioned' if ends > 1 else ''} (set --frames for longer chunks)")
@@ -125,7 +135,7 @@ def extend(generator, prompt: str, video: np.ndarray, out_path: str, times: int 
   if times < 1:
     raise TaskError(f"--times={times}: must be >= 1")
   frames = generator.config.data.num_frames
-  overlap = check_overlap(overlap, frames)
+  overlap = check_overlap(overlap, frames, generator.temporal_compression)
   seed = generator.config.sample.seed if seed is None else seed
   _check_frames("the video to extend", video, overlap)
   new = frames - overlap
@@ -158,7 +168,7 @@ def connect(generator, prompt: str, first: np.ndarray, second: np.ndarray, overl
   """(uint8 [T1 + n + T2, H, W, 3], n): `first`, a generated transition of n = F - 2 overlap frames, then
   `second`. The transition's chunk starts with the end of `first` and ends with the start of `second`."""
   frames = generator.config.data.num_frames
-  overlap = check_overlap(overlap, frames, ends=2)
+  overlap = check_overlap(overlap, frames, generator.temporal_compression, ends=2)
   _check_frames("the first video", first, overlap)
   _check_frames("the second video", second, overlap)
   placed = dict(enumerate(first[-overlap:]))
@@ -215,7 +225,8 @@ def load_inputs(task: str, config, prompts: list[str], images=(), videos=(), str
   if task in ("i2v", "extend", "interpolate", "connect") and frames == 1:
     raise TaskError(f"--task={task} needs more than one frame per chunk")
   if task in ("extend", "connect"):
-    overlap = check_overlap(overlap, frames, ends=2 if task == "connect" else 1)
+    tc = config_validation.vae_compression(config.vae)[0]
+    overlap = check_overlap(overlap, frames, tc, ends=2 if task == "connect" else 1)
   size = (config.data.height, config.data.width)
   inputs = {"images": [load_image(path, size)[0] for path in images],
             "videos": [load_video(path, size) for path in videos], "overlap": overlap}
