@@ -22,7 +22,8 @@ of a batch samples from the noise of seed + i, so t2v, i2v and edit videos of on
      at the seams between two generated chunks (the last written frame of one, the first new frame of the
      next) against transitions within a chunk's new frames (with 5 of 9 frames known these never cross a
      latent frame boundary, so the seam is also shown against every transition of the t2v clips). The seam
-     from the given real clip to chunk 1 is reported apart: the real clips carry sensor noise that generated frames lack.
+     from the given real clip to chunk 1 is reported apart: the real clips carry sensor noise that generated
+     frames lack.
      Memory: tasks.extend for 3 and for --times chunks, each in a child process (this script again with
      --memory_child); their peak RSS (ru_maxrss) must not grow with the chunks.
   4. connect: clip j, a transition, clip j + 1 (clip j + 1's caption as the prompt); flicker at the two seams
