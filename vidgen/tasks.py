@@ -4,8 +4,9 @@ videos, editing a video.
 
 Given images and videos are resized to cover the generation size (config.data, or --size) and center-cropped,
 the data pipeline's policy. A chunk is one clip of F = config.data.num_frames frames; known frames may sit at
-any of them. Continuing a video conditions a chunk on `overlap` frames of its neighbour (default
-1 + (F - 1) // 4: 3 of 9, 21 of 81), enough to carry the motion's direction and speed across the seam.
+any of them. Continuing a video conditions a chunk on `overlap` frames of its neighbour (default_overlap:
+extend 1 + tc, frame 0 and one whole latent frame, 5 of 9; connect 1 + (F - 1) // 4 per end, 3 of 9), enough to
+carry the motion's direction and speed across the seam.
 """
 from __future__ import annotations
 
