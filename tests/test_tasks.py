@@ -117,6 +117,20 @@ def test_extend_forward_and_backward_keep_the_given_video_and_add_chunks(generat
     assert not os.path.exists(path + ".partial")
 
 
+def test_extend_forward_decodes_like_one_long_video(generator, clip, tmp_path, monkeypatch):
+  # Each chunk's new latent frame continues the chunk before it: decoding them with the carried decoder cache
+  # gives what one decode of all the latents gives, so no seam comes from decoding chunks apart.
+  sampled, written = [], []
+  spy = lambda f, out: lambda *a, **kw: out.append(f(*a, **kw)) or out[-1]
+  monkeypatch.setattr(generator, "sample_latents", spy(generator.sample_latents, sampled))
+  write = video_io.Mp4Writer.write
+  monkeypatch.setattr(video_io.Mp4Writer, "write", lambda self, frames: written.append(frames) or write(self, frames))
+  tasks.extend(generator, "a red circle moving left", clip, str(tmp_path / "forward.mp4"), times=3, progress=False)
+  one_decode = generator.decode(np.concatenate([sampled[0]] + [z[:, 2:] for z in sampled[1:]], axis=1))[0]
+  assert one_decode.shape == (9 + 2 * 4, *clip.shape[1:]) and len(written) == 4
+  assert np.abs(np.concatenate(written[1:]).astype(int) - one_decode[5:]).max() <= 1
+
+
 def test_interpolate_fills_between_keyframes_at_any_frame(generator, clip):
   times = [0, 3, 8]
   videos = tasks.interpolate(generator, ["a red circle moving left"] * 2, clip[times], times, seed=0,

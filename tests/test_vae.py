@@ -117,6 +117,17 @@ def _assert_causal_and_streams_exactly(model, latent_grid):
   assert full.shape == x.shape
   np.testing.assert_allclose(run("decode_chunked", mean), full, atol=1e-5, rtol=1e-5)
   np.testing.assert_array_equal(run("decode", mean.at[:, 2].add(1.0))[:, :5], full[:, :5])
+  _assert_decode_continued_is_one_decode(model, params, mean, full)
+
+
+def _assert_decode_continued_is_one_decode(model, params, z, full):
+  """decode_continued on latent frames [0, k) then [k, T) with the cache returned in between equals decode(z)."""
+  continued = _jit(lambda p, z, c: model.apply({"params": p}, z, c, method=model.decode_continued))
+  for k in range(1, z.shape[1]):
+    head, cache = continued(params, z[:, :k], None)
+    tail, _ = continued(params, z[:, k:], cache)
+    assert head.shape[1] == 1 + 4 * (k - 1) and tail.shape[1] == 4 * (z.shape[1] - k)
+    np.testing.assert_allclose(np.concatenate([head, tail], 1), full, atol=1e-5, rtol=1e-5)
 
 
 def test_temporal_patch_vae_is_causal_and_streams_exactly():
@@ -193,6 +204,11 @@ def test_decode_chunked_matches_full(tiny):
   z = jax.random.normal(jax.random.PRNGKey(4), (1, 3, 4, 4, 4))
   x = tiny.decode(tiny.params, z)
   np.testing.assert_allclose(tiny.decode_chunked(tiny.params, z), x, atol=1e-5, rtol=1e-5)
+
+
+def test_decode_continued_is_one_decode(tiny):
+  z = jax.random.normal(jax.random.PRNGKey(4), (1, 3, 4, 4, 4))
+  _assert_decode_continued_is_one_decode(tiny.model, tiny.params, z, tiny.decode(tiny.params, z))
 
 
 def test_image_roundtrip(tiny_p2):

@@ -57,6 +57,7 @@ class Generator:
     self._encode_model_space = jax.jit(lambda p, v, m: vae.apply(
         {"params": p}, conditioning.blank_unknown(vae_trainer.to_model_input(v), m), method=vae.encode))
     self._decode = vae_trainer.decode_fn(config)
+    self._decode_continued = vae_trainer.decode_continued_fn(config)
 
   def _check_shapes(self, workdir: str):
     """The checkpoint must be the model the config describes: one line naming the first leaf that differs."""
@@ -101,6 +102,12 @@ class Generator:
   def decode(self, latents) -> np.ndarray:
     """uint8 videos [N, T, H, W, 3] of normalised latents [N, T_lat, h, w, z]."""
     return vae_trainer.to_uint8(self._decode(self.vae_params, latents * self.latent_std + self.latent_mean))
+
+  def decode_continued(self, latents, cache=None) -> tuple[np.ndarray, object]:
+    """(uint8 frames, cache) of normalised latents that continue those decoded by the call that returned
+    `cache` (None starts a video, as `decode`): chained calls decode like one long latent video."""
+    video, cache = self._decode_continued(self.vae_params, latents * self.latent_std + self.latent_mean, cache)
+    return vae_trainer.to_uint8(video), cache
 
   def sample_latents(self, prompts: list[str], seed: int | None = None, *, steps: int | None = None,
                      solver: str | None = None, cfg_scale: float | None = None, shift: float | None = None,

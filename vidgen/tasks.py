@@ -78,12 +78,15 @@ def known_frames(frames: int, placed: dict[int, np.ndarray]) -> tuple[np.ndarray
   return video, mask
 
 
+def _known(generator, n: int, placed: dict[int, np.ndarray]) -> dict:
+  """Keyword arguments of generator.generate / sample_latents: n chunks with the frames `placed` known."""
+  video, mask = known_frames(generator.config.data.num_frames, placed)
+  return dict(frames=np.repeat(video, n, 0), frame_mask=np.repeat(mask, n, 0))
+
+
 def _generate_known(generator, prompts: list[str], placed: dict[int, np.ndarray], seed, **sampling) -> np.ndarray:
   """uint8 [N, F, H, W, 3]: a chunk per prompt with the frames `placed` known."""
-  video, mask = known_frames(generator.config.data.num_frames, placed)
-  n = len(prompts)
-  return generator.generate(prompts, seed, frames=np.repeat(video, n, 0), frame_mask=np.repeat(mask, n, 0),
-                            **sampling)
+  return generator.generate(prompts, seed, **_known(generator, len(prompts), placed), **sampling)
 
 
 def image_to_video(generator, prompts: list[str], image: np.ndarray, seed: int | None = None,
@@ -129,32 +132,41 @@ def extend(generator, prompt: str, video: np.ndarray, out_path: str, times: int 
            overlap: int | None = None, seed: int | None = None, fps: int = 8, scale: int = 1,
            progress: bool = True, **sampling) -> dict:
   """Continues `video` [T0, H, W, 3] by `times` chunks, forward or backward, each conditioned on the last
-  (first) `overlap` frames of the one before, into one mp4 at out_path. Memory stays that of one chunk: forward
-  chunks stream into the file; backward ones, generated last-first, wait on disk as .npy until written in order."""
+  (first) `overlap` frames of the video so far, into one mp4 at out_path. Memory stays that of one chunk: forward
+  chunks stream into the file; backward ones, generated last-first, wait on disk as .npy until written in order.
+
+  Forward, an overlap of whole latent frames (1 + tc j) makes a chunk's new latent frames continue the last ones
+  of the chunk before, so they are decoded with its causal decoder cache: the seams are decoded like any
+  latent-frame boundary of one long video (the causal decoder cannot run backward)."""
   if direction not in ("forward", "backward"):
     raise TaskError(f"--direction={direction!r}: allowed forward, backward")
   if times < 1:
     raise TaskError(f"--times={times}: must be >= 1")
-  frames = generator.config.data.num_frames
-  overlap = check_overlap(overlap, frames, generator.temporal_compression)
+  frames, tc = generator.config.data.num_frames, generator.temporal_compression
+  overlap = check_overlap(overlap, frames, tc)
   seed = generator.config.sample.seed if seed is None else seed
   _check_frames("the video to extend", video, overlap)
   new = frames - overlap
-  chunk = lambda placed, i: _generate_known(generator, [prompt], placed, seed + i, progress=progress,
-                                            **sampling)[0]
   with video_io.Mp4Writer(out_path, fps=fps, scale=scale) as writer:
     if direction == "forward":
       writer.write(video)
-      context = video[-overlap:]
+      tail, cache = video[-overlap:], None
       for i in range(times):
-        clip = chunk(dict(enumerate(context)), i)
-        writer.write(clip[overlap:])
-        context = clip[-overlap:]
+        z = generator.sample_latents([prompt], seed + i, **_known(generator, 1, dict(enumerate(tail))),
+                                     progress=progress, **sampling)
+        if cache is not None and (overlap - 1) % tc == 0:
+          fresh, cache = generator.decode_continued(z[:, 1 + (overlap - 1) // tc:], cache)
+        else:
+          fresh, cache = generator.decode_continued(z)
+          fresh = fresh[:, overlap:]
+        writer.write(fresh[0])
+        tail = np.concatenate([tail, fresh[0]])[-overlap:]
     else:
       with tempfile.TemporaryDirectory() as parts:
         context = video[:overlap]
         for i in range(times):
-          clip = chunk({new + j: frame for j, frame in enumerate(context)}, i)
+          clip = _generate_known(generator, [prompt], {new + j: frame for j, frame in enumerate(context)},
+                                 seed + i, progress=progress, **sampling)[0]
           np.save(os.path.join(parts, f"{i}.npy"), clip[:new])
           context = clip[:overlap]
         for i in reversed(range(times)):

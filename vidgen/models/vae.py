@@ -8,7 +8,8 @@ Every convolution is causal in time (all temporal padding on the past side), so 
 on input frames ``<= 4j`` and decoded frame ``t`` only on latent frames ``<= ceil(t / 4)``. That makes streaming
 exact: ``encode_chunked`` / ``decode_chunked`` process the first frame alone, then 4 frames (1 latent frame) at a
 time under ``nn.scan``, carrying a small causal cache, and return the same result as ``encode`` / ``decode`` on the
-whole clip with memory independent of the clip length.
+whole clip with memory independent of the clip length. ``decode_continued`` hands the cache to the caller, so
+latents that arrive in pieces (the chunks of ``tasks.extend``) decode as one stream.
 
 Block protocol: every block below (``CausalConv3d``, ``ResidualBlock``, ``AttentionBlock``, ``Resample``,
 ``Encoder3d``, ``Decoder3d``) maps ``(x, cache=None) -> (y, new_cache)``. ``cache=None`` means "the stream
@@ -551,14 +552,14 @@ def patchify(x: Array, p: int, pt: int = 1) -> Array:
   return x.reshape(b, t // pt, h // p, w // p, c * pt * p * p)
 
 
-def unpatchify(x: Array, p: int, pt: int = 1) -> Array:
-  """Inverse of ``patchify`` (the repeats of frame 0 are dropped; the last copy is kept)."""
+def unpatchify(x: Array, p: int, pt: int = 1, stream_start: bool = True) -> Array:
+  """Inverse of ``patchify`` (at the stream start the repeats of frame 0 are dropped; the last copy is kept)."""
   if p == 1 and pt == 1:
     return x
   b, n, h, w, cpp = x.shape
   c = cpp // (pt * p * p)
   x = x.reshape(b, n, h, w, c, pt, p, p).transpose(0, 1, 5, 2, 7, 3, 6, 4)
-  return x.reshape(b, n * pt, h * p, w * p, c)[:, pt - 1:]
+  return x.reshape(b, n * pt, h * p, w * p, c)[:, pt - 1 if stream_start else 0:]
 
 
 def gaussian_kl(mean: Array, logvar: Array) -> Array:
@@ -663,8 +664,8 @@ class VideoVAE(nn.Module):
   def _patchify(self, x: Array) -> Array:
     return patchify(x, self.patch_size, self.temporal_patch_size)
 
-  def _unpatchify(self, h: Array) -> Array:
-    return unpatchify(h.astype(jnp.float32), self.patch_size, self.temporal_patch_size)
+  def _unpatchify(self, h: Array, stream_start: bool = True) -> Array:
+    return unpatchify(h.astype(jnp.float32), self.patch_size, self.temporal_patch_size, stream_start)
 
   def _moments(self, h: Array) -> Tuple[Array, Array]:
     h, _ = self.conv1(h)
@@ -735,6 +736,15 @@ class VideoVAE(nn.Module):
     h, _ = self.conv2(z)
     h = self._stream("decoder", h, latents_per_chunk)
     return self._unpatchify(h)
+
+  def decode_continued(self, z: Array, cache: Cache = None) -> Tuple[Array, Cache]:
+    """``(video, cache)``: decodes latent frames that continue the ones a previous call decoded, given the cache
+    that call returned (``None`` starts the stream: the video is then ``decode(z)``). Chained calls equal one
+    ``decode`` of all the latents, so a video generated chunk by chunk decodes as a whole one (tasks.extend)."""
+    self._check_latent(z)
+    h, _ = self.conv2(z)
+    h, cache_out = self.decoder(h, cache)
+    return self._unpatchify(h, stream_start=cache is None), cache_out
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -76,6 +76,11 @@ def decode_fn(config):
   return jax.jit(lambda p, z: vae.apply({"params": p}, z, method=vae.decode))
 
 
+def decode_continued_fn(config):
+  vae = vae_module(config)
+  return jax.jit(lambda p, z, cache: vae.apply({"params": p}, z, cache, method=vae.decode_continued))
+
+
 def latent_stats(config, workdir: str, params, num: int = 512, progress: bool = True) -> dict:
   """Per-channel mean and std of posterior means over training clips, to normalise DiT latents."""
   enc = encode_fn(config)
