@@ -218,7 +218,7 @@ def main(argv):
   t2v_judge = judge_videos(t2v, captions)
   t2v_correct = [v["all_correct"] for v in t2v_judge["per_prompt"]]
   # Flicker inside whole generated chunks, the extension seams' reference; the VAE round trip of the real clips
-  # shows what the latent-frame structure alone gives (a perfect generator decodes no better).
+  # shows what the latent-frame structure gives to real motion.
   tc = gen.temporal_compression
   truth_round_trip = gen.decode(gen.encode(videos))
   r["t2v"] = dict(_judged(t2v_judge), flicker=_flicker_by_transition_kind(t2v, spec, tc))
