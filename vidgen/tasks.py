@@ -147,6 +147,8 @@ def extend(generator, prompt: str, video: np.ndarray, out_path: str, times: int 
   seed = generator.config.sample.seed if seed is None else seed
   _check_frames("the video to extend", video, overlap)
   new = frames - overlap
+  # An overlap of whole latent frames: the new latent frames continue the chunk before, decoded with its cache.
+  known_latents = 1 + (overlap - 1) // tc if (overlap - 1) % tc == 0 else None
   with video_io.Mp4Writer(out_path, fps=fps, scale=scale) as writer:
     if direction == "forward":
       writer.write(video)
@@ -154,8 +156,8 @@ def extend(generator, prompt: str, video: np.ndarray, out_path: str, times: int 
       for i in range(times):
         z = generator.sample_latents([prompt], seed + i, **_known(generator, 1, dict(enumerate(tail))),
                                      progress=progress, **sampling)
-        if cache is not None and (overlap - 1) % tc == 0:
-          fresh, cache = generator.decode_continued(z[:, 1 + (overlap - 1) // tc:], cache)
+        if cache is not None and known_latents:
+          fresh, cache = generator.decode_continued(z[:, known_latents:], cache)
         else:
           fresh, cache = generator.decode_continued(z)
           fresh = fresh[:, overlap:]
