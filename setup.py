@@ -8,10 +8,10 @@ setuptools.setup(
     long_description=open("README.md").read() if __import__("os").path.exists("README.md") else "",
     long_description_content_type="text/markdown",
     packages=setuptools.find_packages(include=["vidgen", "vidgen.*"]),
-    python_requires=">=3.10",
+    python_requires=">=3.11",  # jax >= 0.7 needs Python 3.11
     install_requires=[
-        "jax>=0.6",
-        "flax>=0.10",
+        "jax>=0.7.1",  # jax.set_mesh
+        "flax>=0.11.2",  # the first flax whose sharding constraints see the mesh of jax.set_mesh
         "optax>=0.2.4",
         "orbax-checkpoint>=0.11",
         "tensorflow-datasets>=4.9.8",
@@ -24,7 +24,6 @@ setuptools.setup(
         "pillow>=10",
         "tqdm>=4.66",
         "tensorboardX>=2.6",
-        "matplotlib>=3.8",
         "numpy>=1.26",
     ],
     extras_require={

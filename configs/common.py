@@ -77,7 +77,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dit.dtype = "float32"  # compute dtype of the text encoder and DiT; parameters and optimizer stay float32
   c.dit.attention = "xla"  # xla | cudnn | splash (TPU) | context (ring over mesh.context)
   # One model for every task: the DiT also reads known frames (anywhere in the clip) and their mask
-  # (vidgen/diffusion/conditioning.py); training draws a task per example with train_dit.frame_tasks' weights.
+  # (vidgen/diffusion/conditioning.py); training draws a known-frame mask per example with train_dit.frame_masks.
   c.dit.frame_conditioning = True
 
   c.train_vae = ml_collections.ConfigDict()
@@ -107,8 +107,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train_dit.t_mean = 0.0
   c.train_dit.t_std = 1.0
   c.train_dit.shift = 1.0
-  c.train_dit.frame_tasks = "none:0.4,first:0.15,prefix:0.15,suffix:0.1,ends:0.1,keyframes:0.1"  # TASK:WEIGHT (conditioning.TASKS)
-  c.train_dit.cache_latents = True
+  # MASK:WEIGHT for each kind of known frames (conditioning.MASKS).
+  c.train_dit.frame_masks = "none:0.4,first:0.15,prefix:0.15,suffix:0.1,ends:0.1,keyframes:0.1"
   c.train_dit.log_every = 50
   c.train_dit.ckpt_every = 1000
 

@@ -140,7 +140,7 @@ def memory_check(depth: int = 30, grid: tuple[int, int, int] = (4, 16, 16)) -> d
   import jax
   import jax.numpy as jnp
   from vidgen.models import dit as dit_lib
-  from vidgen.parallel import fsdp_memory
+  import fsdp_memory  # experiments/fsdp_memory.py, beside this script
   if jax.device_count() != 8:
     raise SystemExit(f"--memory_check needs 8 devices, found {jax.device_count()}")
   model = dit_lib.DiT(

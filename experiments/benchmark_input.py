@@ -74,8 +74,8 @@ def main(argv):
   from vidgen.data import datasets
   from vidgen.data import latent_cache
   from vidgen.data import pipeline
-  from vidgen.train import dit_trainer
-  from vidgen.train import vae_trainer
+  from vidgen.models import build
+  from vidgen.models import vae_codec
 
   root, batch = os.path.join(_DIR.value, "videos"), 32
   t0 = time.perf_counter()
@@ -87,10 +87,10 @@ def main(argv):
   workdir = os.path.join(_DIR.value, "work")
 
   # The tiny VAE at random weights: encode time does not depend on what the weights are.
-  vae = vae_trainer.vae_module(config)
+  vae = build.vae(config)
   vae_params = vae.init({"params": jax.random.key(0), "sample": jax.random.key(1)},
                         jnp.zeros((1, 9, 40, 40, 3)))["params"]
-  encode_jit = vae_trainer.encode_fn(config)
+  encode_jit = vae_codec.encode_fn(config)
   encode = lambda videos: encode_jit(vae_params, videos)
 
   model, shapes, _, _ = benchmark_dit.build("tiny", "float32", "xla", "none", scan_blocks=True)
@@ -120,7 +120,7 @@ def main(argv):
   pipeline_rate, dit_rate_median = float(np.median(pipeline_rates)), float(np.median(dit_rates))
 
   data = datasets.media_set(config.data, workdir, progress=False)
-  cache = latent_cache.build(os.path.join(workdir, "cache"), data, encode, dit_trainer.tokenizer(config),
+  cache = latent_cache.build(os.path.join(workdir, "cache"), data, encode, build.tokenizer(config),
                              progress=False)
   jax.block_until_ready(encode(np.zeros((batch, 9, 40, 40, 3), np.uint8)))
   t0 = time.perf_counter()

@@ -12,6 +12,23 @@ sys.path.insert(0, ROOT)
 import pytest  # noqa: E402  (after the environment above)
 
 
+def pytest_addoption(parser):
+  parser.addoption("--runslow", action="store_true", help="also run the tests marked slow (minutes each)")
+
+
+def pytest_configure(config):
+  config.addinivalue_line("markers", "slow: minutes long; skipped unless pytest is given --runslow")
+
+
+def pytest_collection_modifyitems(config, items):
+  if config.getoption("--runslow"):
+    return
+  skip = pytest.mark.skip(reason="slow: run with --runslow")
+  for item in items:
+    if item.get_closest_marker("slow"):
+      item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory):
   """A workdir with a VAE and DiT trained for a few dozen steps on the 'test' preset, then evaluated

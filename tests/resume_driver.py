@@ -2,10 +2,12 @@
 
   python -m tests.resume_driver WORKDIR STEPS CACHE_DIR [COORDINATOR NUM_PROCESSES PROCESS_ID]
 
-Trains (or resumes from WORKDIR/tiny/checkpoints) to STEPS steps, saving every step, then writes
-every leaf of the final TrainState to WORKDIR/final.npz. With the last three arguments it is one process of
-a multi-host job (tests/test_multihost.py), all of whose devices form the data axis.
+Trains (or resumes from WORKDIR/tiny/checkpoints) to STEPS steps, saving every step (every N steps with
+RESUME_DRIVER_CKPT_EVERY=N in the environment), then writes every leaf of the final TrainState to
+WORKDIR/final.npz. With the last three arguments it is one process of a multi-host job
+(tests/test_multihost.py), all of whose devices form the data axis.
 """
+import os
 import sys
 
 import flax.linen as nn
@@ -55,7 +57,8 @@ def data_iter(seed: int = 0):
 def spec(steps: int) -> loop.TrainSpec:
   return loop.TrainSpec(name="tiny", init_params=init_params, loss_fn=loss_fn, data_iter=data_iter(),
                         steps=steps, batch_size=BATCH, lr=1e-2, warmup_steps=2, weight_decay=1e-4,
-                        grad_clip=1.0, log_every=1, ckpt_every=1, ema_decay=0.9, rules=RULES)
+                        grad_clip=1.0, log_every=1, ckpt_every=int(os.environ.get("RESUME_DRIVER_CKPT_EVERY", 1)),
+                        ema_decay=0.9, rules=RULES)
 
 
 def main(workdir: str, steps: int, cache_dir: str, *multihost: str):

@@ -10,6 +10,7 @@ import pytest
 from tests import helpers
 from vidgen import config_validation
 from vidgen.models import attention
+from vidgen.models import build
 from vidgen.models import t2v
 from vidgen.parallel import mesh as mesh_lib
 from vidgen.parallel import rules
@@ -122,7 +123,7 @@ def test_invalid_attention_configs(overrides, needle):
 
 def test_context_must_divide_dit_tokens():
   config = helpers.load_config()
-  tokens = config_validation.dit_tokens(config)
+  tokens = build.dit_tokens(config)
   config.mesh.context = tokens + 1
   needle = f"config.mesh.context={tokens + 1} is invalid: must divide the {tokens} DiT tokens"
   with pytest.raises(config_validation.ConfigError, match=re.escape(needle)):

@@ -8,8 +8,8 @@ import pytest
 
 from tests import helpers
 from vidgen import config_validation
-from vidgen import generate as generate_lib
 from vidgen import main as main_lib
+from vidgen.models import load
 
 
 @pytest.mark.parametrize("overrides,needle", [
@@ -43,9 +43,9 @@ def test_all_presets_validate():
 
 
 def test_generate_without_checkpoint_names_workdir_and_mode(tmp_path):
-  with pytest.raises(generate_lib.MissingCheckpointError, match=r"--mode=train_vae"):
+  with pytest.raises(load.MissingCheckpointError, match=r"--mode=train_vae"):
     main_lib.run(helpers.load_config(), str(tmp_path), "generate", prompts=["a red circle moving left"])
-  with pytest.raises(generate_lib.MissingCheckpointError, match=re.escape(str(tmp_path)) + ".*--mode=train_vae"):
+  with pytest.raises(load.MissingCheckpointError, match=re.escape(str(tmp_path)) + ".*--mode=train_vae"):
     main_lib.run(helpers.load_config(), str(tmp_path), "evaluate_vae")
 
 
@@ -54,12 +54,24 @@ def _cli(*args):
                         cwd=helpers.ROOT, timeout=120)
 
 
-def test_cli_unknown_preset_and_bad_field(tmp_path):
-  bad = _cli("--config=configs/shapes.py:huge", f"--workdir={tmp_path}")
-  assert bad.returncode != 0 and "Unknown preset 'huge'" in bad.stderr and "tiny" in bad.stderr
-  field = _cli("--config=configs/shapes.py:test", f"--workdir={tmp_path}", "--config.data.num_frames=6")
-  assert field.returncode == 2
-  assert field.stderr.strip().splitlines()[-1].startswith("error: config.data.num_frames=6")
+def test_cli_unknown_preset_missing_file_and_bad_field_are_one_line(tmp_path):
+  for args, needle in ((["--config=configs/shapes.py:huge"], "error: --config: Unknown preset 'huge'"),
+                       (["--config=configs/nope.py"], "error: --config=configs/nope.py: no such file"),
+                       (["--config=configs/shapes.py:test", "--config.data.num_frames=6"],
+                        "error: config.data.num_frames=6")):
+    out = _cli(*args, f"--workdir={tmp_path}")
+    assert out.returncode == 2 and out.stderr.strip().startswith(needle), out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1, out.stderr
+  assert "tiny" in _cli("--config=configs/shapes.py:huge", f"--workdir={tmp_path}").stderr
+
+
+def test_cli_prints_vidgen_lines_only_unless_verbose(tmp_path):
+  quiet = _cli("--config=configs/shapes.py:test", f"--workdir={tmp_path / 'a'}", "--mode=data")
+  assert quiet.returncode == 0, quiet.stderr
+  for noise in ("Downloading and preparing", "ShapesConfig", "Generating splits"):
+    assert noise not in quiet.stdout + quiet.stderr
+  verbose = _cli("--config=configs/shapes.py:test", f"--workdir={tmp_path / 'b'}", "--mode=data", "-v", "0")
+  assert verbose.returncode == 0 and "Downloading and preparing" in verbose.stdout + verbose.stderr
 
 
 def test_cli_generate_without_checkpoint(tmp_path):

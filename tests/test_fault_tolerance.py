@@ -16,7 +16,7 @@ import pytest
 
 from tests import helpers
 from tests import resume_driver
-from vidgen.train import checkpoint as ckpt_lib
+from vidgen.weights import checkpoint as ckpt_lib
 from vidgen.train import loop
 from vidgen.train import state as state_lib
 

@@ -3,7 +3,7 @@ import jax
 import jax.numpy as jnp
 
 from vidgen.models import dit as dit_lib
-from vidgen.parallel import fsdp_memory
+from experiments import fsdp_memory
 
 
 def test_fsdp8_needs_at_most_a_fifth_of_the_fsdp1_bytes_per_device():

@@ -139,8 +139,7 @@ def test_folder_trains_the_vae_with_three_aspect_ratios_in_one_run(folder, tmp_p
   assert os.path.exists(tmp_path / "vae" / "latent_stats.json")
 
 
-@pytest.mark.skipif(not os.environ.get("VIDGEN_SLOW_TESTS"), reason="about 3 minutes: 6 compiles; "
-                    "VIDGEN_SLOW_TESTS=1 runs it (the default tests cover each half)")
+@pytest.mark.slow  # about 3 minutes: 6 compiles (the default tests cover each half)
 def test_folder_trains_vae_then_frame_conditioned_dit_with_three_aspect_ratios(folder, tmp_path, capsys):
   root, written = folder
   steps = {f"{m}.{k}": v for m in ("train_vae", "train_dit") for k, v in (("steps", 6), ("log_every", 3),

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests import helpers
 from vidgen import config_validation
 from vidgen import generate as generate_lib
 from vidgen import main as main_lib
@@ -36,8 +35,8 @@ def _through_vae(generator, frames):
   return generator.decode(generator.encode(frames[None]))[0]
 
 
-def test_sample_masks_draw_every_task_and_never_know_everything():
-  weights = conditioning.parse_task_weights("none:1,first:1,prefix:1,suffix:1,ends:1,keyframes:1")
+def test_sample_masks_draw_every_kind_and_never_know_everything():
+  weights = conditioning.parse_mask_weights("none:1,first:1,prefix:1,suffix:1,ends:1,keyframes:1")
   masks = np.asarray(conditioning.sample_masks(jax.random.key(0), 1024, 9, weights))
   assert masks.shape == (1024, 9) and set(np.unique(masks)) == {0.0, 1.0}
   assert (masks.sum(1) < 9).all()
@@ -48,8 +47,8 @@ def test_sample_masks_draw_every_task_and_never_know_everything():
   first_only = np.asarray(conditioning.sample_masks(jax.random.key(1), 64, 9, {"first": 1.0}))
   assert (first_only == [1] + [0] * 8).all()
   assert not np.asarray(conditioning.sample_masks(jax.random.key(2), 8, 1, weights)).any()  # images
-  with pytest.raises(ValueError, match="TASK:WEIGHT"):
-    conditioning.parse_task_weights("first:1,middle:2")
+  with pytest.raises(ValueError, match="MASK:WEIGHT"):
+    conditioning.parse_mask_weights("first:1,middle:2")
 
 
 def test_model_input_is_wan_layout_noise_then_pixel_mask_then_y():
@@ -194,7 +193,9 @@ def test_cli_tasks_write_their_files(trained, clip, tmp_path):
     ("extend", dict(videos=["CLIP"], overlap=9), "--overlap=9 frames: allowed 1 to 8"),
     ("connect", dict(videos=["CLIP"]), "needs 2 --video"),
     ("connect", dict(videos=["CLIP", "CLIP"], overlap=5), "allowed 1 to 4 .* both ends"),
-    ("i2v", dict(), "needs one --image"),
+    ("i2v", dict(), "needs 1 --image, got 0"),
+    ("t2v", dict(videos=["CLIP"]), "--task=t2v takes no --video, got 1"),
+    ("t2v", dict(strength=0.5), "--strength sets the noise level of --task=edit, not of --task=t2v"),
     ("interpolate", dict(videos=["CLIP"], at=[0, 9]), "keyframe time 9 is outside the clip: allowed 0 to 8"),
     ("interpolate", dict(videos=["CLIP"], at=[0, -1]), "keyframe time -1 is outside the clip"),
     ("interpolate", dict(videos=["CLIP"], at=[4]), "at least 2 keyframe times"),

@@ -13,6 +13,7 @@ from vidgen import config_validation
 from vidgen import generate as generate_lib
 from vidgen import main as main_lib
 from vidgen import video_io
+from vidgen.models import build
 from vidgen.parallel import mesh as mesh_lib
 from vidgen.train import dit_trainer
 
@@ -75,12 +76,35 @@ def test_latent_cache_is_rebuilt_when_what_it_encodes_changes(trained, tmp_path)
   assert rebuilt["ids"].shape == (len(first["ids"]), 8) and set(rebuilt) == {"mean", "std", "ids"}
 
 
-def test_dit_train_step_shards_batch_over_8_devices(trained):
+def test_dit_train_step_shards_batch_and_state_over_8_devices(trained, tmp_path, monkeypatch):
+  """One real DiT step (resumed from the trained workdir onto an fsdp=8 mesh): the step sees its batch split
+  8 ways, and the state it returns holds each DiT kernel's embed axis split 8 ways."""
   config, workdir, _ = trained
-  assert len(jax.devices()) == 8
+  copy = str(tmp_path / "run")
+  shutil.copytree(workdir, copy)
+  config = helpers.load_config(**{"train_dit.steps": 41, "train_dit.log_every": 1, "mesh.data": 1, "mesh.fsdp": 8,
+                                  "train_vae.steps": 30, "train_dit.lr": 2e-3, "train_dit.warmup_steps": 5})
+  seen = {}
+  real_loss = dit_trainer.dit_loss
+
+  def spied_loss(*args, **kwargs):
+    loss_fn = real_loss(*args, **kwargs)
+
+    def loss(params, batch, rng, frozen=None):
+      for name in ("ids", "video"):
+        jax.debug.inspect_array_sharding(batch[name], callback=lambda s, name=name: seen.setdefault(name, s))
+      return loss_fn(params, batch, rng, frozen)
+    return loss
+  monkeypatch.setattr(dit_trainer, "dit_loss", spied_loss)
   mesh = mesh_lib.create_mesh(config.mesh)
-  assert dict(mesh.shape) == {"data": 8, "fsdp": 1, "context": 1, "tensor": 1}
-  assert dit_trainer.latent_grid(config) == (3, 4, 4)
+  assert dict(mesh.shape) == {"data": 1, "fsdp": 8, "context": 1, "tensor": 1}
+  state = dit_trainer.train_dit(config, copy, mesh, progress=False)
+  assert int(state.step) == 41 and len(helpers.read_metrics(os.path.join(copy, "dit", "metrics.jsonl"))) > 8
+  for name, shape in (("ids", (8, config.text.max_length)), ("video", (8, 9, 32, 32, 3))):
+    assert seen[name].shard_shape(shape)[0] == 1, (name, seen[name])  # 8 rows over 8 devices
+  kernel = state.params["dit"]["blocks"]["self_attn"]["q"]["kernel"]  # [layers, embed, heads x head_dim]
+  assert kernel.sharding.shard_shape(kernel.shape)[1] == kernel.shape[1] // 8, kernel.sharding
+  assert build.latent_grid(config) == (3, 4, 4)
 
 
 def test_generate_at_another_size_and_length(trained, tmp_path):
@@ -95,3 +119,23 @@ def test_generate_at_another_size_and_length(trained, tmp_path):
     main_lib.run(config, workdir, "generate", ["x"], out_dir=str(tmp_path), size="big")
   with pytest.raises(config_validation.ConfigError, match="data.num_frames.*1 \\+ 4k"):
     main_lib.run(config, workdir, "generate", ["x"], out_dir=str(tmp_path), frames=6)
+
+
+def test_a_second_generate_into_the_same_directory_keeps_the_first(trained, tmp_path):
+  config, workdir, _ = trained
+  out = str(tmp_path / "out")
+  first = main_lib.run(config, workdir, "generate", ["a red circle moving left"], out_dir=out, progress=False)
+  first_file = os.path.join(out, first["index"][0]["file"])
+  first_bytes = open(first_file, "rb").read()
+  second = main_lib.run(config, workdir, "generate", ["a red circle moving left", "a blue square"], out_dir=out,
+                        progress=False, seed=5)
+  index = json.loads(open(os.path.join(out, "index.json")).read())
+  assert [e["prompt"] for e in index] == ["a red circle moving left", "a red circle moving left", "a blue square"]
+  assert len({e["file"] for e in index}) == 3 and index[1:] == second["index"] and index[1]["seed"] == 5
+  assert open(first_file, "rb").read() == first_bytes
+  assert all(os.path.exists(os.path.join(out, e["file"])) for e in index)
+  with open(os.path.join(out, "index.json"), "w") as f:
+    f.write("{not json")
+  with pytest.raises(generate_lib.OutputDirError, match="index.json is not a readable index"):
+    main_lib.run(config, workdir, "generate", ["a green triangle"], out_dir=out, progress=False)
+  assert sorted(os.listdir(out)) == sorted([e["file"] for e in index] + ["index.json", "grid.png"])

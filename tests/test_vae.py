@@ -2,6 +2,7 @@
 
 import functools
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -67,6 +68,7 @@ def test_output_shapes(patch_size, num_frames):
   assert model.latent_shape(num_frames, H, W) == lat[1:]
   assert recon.shape == (2, num_frames, H, W, 3) and recon.dtype == jnp.float32
   # Patch size only changes the first and last conv.
+  variables = nn.unbox(variables)
   assert variables["params"]["encoder"]["conv1"]["kernel"].shape == (3, 3, 3, 3 * patch_size**2, 8)
   assert variables["params"]["decoder"]["head_2"]["kernel"].shape == (3, 3, 3, 8, 3 * patch_size**2)
 
@@ -296,8 +298,8 @@ WAN_KEYS = {
 
 def test_wan_name_mapping_matches_default_tree():
   model = V.VideoVAE()  # Wan 2.1 defaults
-  params = jax.eval_shape(lambda x: model.init({"params": _key(0)}, x),
-                          jax.ShapeDtypeStruct((1, 1, 16, 16, 3), jnp.float32))["params"]
+  params = nn.unbox(jax.eval_shape(lambda x: model.init({"params": _key(0)}, x),
+                                   jax.ShapeDtypeStruct((1, 1, 16, 16, 3), jnp.float32))["params"])
   assert V.wan_key_to_flax_path("decoder.upsamples.3.resample.1.weight") == (
       "decoder", "upsamples_3", "resample_1", "kernel")
   flat = {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
@@ -311,3 +313,65 @@ def test_wan_name_mapping_matches_default_tree():
   assert len([k for k in params["encoder"] if k.startswith("downsamples_")]) == 11
   converted = V.params_from_wan_state_dict({k: np.zeros(s, np.float32) for k, s in WAN_KEYS.items()})
   assert converted["decoder"]["upsamples_3"]["resample_1"]["kernel"].shape == (3, 3, 384, 192)
+
+
+def test_fsdp_mesh_shards_the_vae_conv_kernels():
+  """On fsdp=8 under VAE_RULES every conv kernel is split over fsdp: its output channels, else (a head conv with
+  3 p^2 = 12 outputs) its input channels; one that 8 divides neither way (conv2, 4 -> 4) is replicated, and jit
+  accepts the shardings. Per-device parameter bytes are then a small fraction of the whole VAE."""
+  import ml_collections
+  from tests import helpers
+  from vidgen.parallel import mesh as mesh_lib
+  from vidgen.parallel import rules
+  from vidgen.parallel import sharding
+
+  config = helpers.load_config("test")
+  v, d = config.vae, config.data
+  vae = V.VideoVAE(dim=v.dim, z_dim=v.z_dim, dim_mult=tuple(v.dim_mult), num_res_blocks=v.num_res_blocks,
+                   attn_scales=tuple(v.attn_scales), temporal_downsample=tuple(v.temporal_downsample),
+                   spatial_downsample=tuple(v.spatial_downsample), patch_size=v.patch_size,
+                   temporal_patch_size=v.temporal_patch_size, level_shortcuts=v.level_shortcuts,
+                   temporal_kernel=v.temporal_kernel)
+  init = lambda r: vae.init({"params": r, "sample": r}, jnp.zeros((1, d.num_frames, d.height, d.width, 3)))["params"]
+  mesh = mesh_lib.create_mesh(ml_collections.ConfigDict({"data": 1, "fsdp": 8, "tensor": 1}))
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules.VAE_RULES):
+    boxed = jax.eval_shape(init, _key(0))
+    shardings = sharding.logical_shardings(boxed, mesh, rules.VAE_RULES)
+    jax.jit(lambda r: nn.unbox(init(r)), out_shardings=shardings).lower(_key(0))  # no indivisible split
+  params = nn.unbox(boxed)
+  assert jax.tree.structure(shardings) == jax.tree.structure(params)
+  flat = {tuple(k.key for k in path): (leaf, s) for (path, leaf), s in zip(
+      jax.tree_util.tree_leaves_with_path(params), jax.tree.leaves(shardings))}
+  kernels = {p: v for p, v in flat.items() if p[-1] == "kernel"}
+  assert len(kernels) > 20
+  for path, (leaf, s) in kernels.items():
+    spec = tuple(s.spec) + (None,) * (leaf.ndim - len(s.spec))
+    shard = s.shard_shape(leaf.shape)
+    c_in, c_out = leaf.shape[-2:]
+    axis = -1 if c_out % 8 == 0 else -2 if c_in % 8 == 0 else None
+    if axis is None:
+      assert "fsdp" not in spec and shard == leaf.shape, (path, spec)
+      continue
+    assert spec[axis] == "fsdp" and spec.count("fsdp") == 1, (path, spec)
+    assert shard[axis] * 8 == leaf.shape[axis] and shard[:axis] == leaf.shape[:axis], (path, shard)
+  assert tuple(kernels["decoder", "head_2", "kernel"][1].spec)[-2:] == ("fsdp", None)  # 12 outputs: inputs split
+  assert "fsdp" not in tuple(kernels["conv2", "kernel"][1].spec)  # 4 -> 4: replicated
+  whole = sum(leaf.size * leaf.dtype.itemsize for leaf, _ in flat.values())
+  per_device = sum(np.prod(s.shard_shape(leaf.shape)) * leaf.dtype.itemsize for leaf, s in flat.values())
+  assert per_device < 0.2 * whole, (per_device, whole)
+
+
+def test_logical_shardings_match_flax_where_the_mesh_divides():
+  from jax.sharding import PartitionSpec as P
+  from vidgen.parallel import rules
+  from vidgen.parallel import sharding
+  mesh_shape = {"data": 2, "fsdp": 8, "context": 1, "tensor": 2}
+  spec = lambda names, shape, r=rules.VAE_RULES: sharding.logical_to_mesh_spec(names, shape, mesh_shape, r)
+  for names, shape in [(V.DHWIO_AXES, (3, 3, 3, 16, 32)), (V.HWIO_AXES, (3, 3, 16, 8)), (V.CHANNEL_AXES, (16,))]:
+    assert spec(names, shape) == nn.logical_to_mesh_axes(names, rules.VAE_RULES)
+  dit = (("embed", "mlp"), (64, 128)), (("activation_batch", "activation_length", None), (16, 8, 4))
+  for names, shape in dit:
+    assert spec(names, shape, rules.DIT_RULES) == nn.logical_to_mesh_axes(names, rules.DIT_RULES)
+  assert spec(V.DHWIO_AXES, (3, 3, 3, 96, 3)) == P(None, None, None, "fsdp", None)  # the output axis is 3
+  assert spec(V.DHWIO_AXES, (1, 1, 1, 12, 4)) == P(None, None, None, None, None)  # neither divides: replicated
+  assert spec(("activation_batch",), (4,)) == P(None)  # data x fsdp = 16 does not divide 4

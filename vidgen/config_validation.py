@@ -8,8 +8,8 @@ from vidgen.data import datasets
 from vidgen.diffusion import conditioning
 from vidgen.diffusion import sampling
 from vidgen.models import attention
+from vidgen.models import build
 from vidgen.models import dit as dit_lib
-from vidgen.models import vae as vae_lib
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
@@ -24,21 +24,9 @@ def _require(ok: bool, field: str, value, allowed: str):
     raise ConfigError(f"config.{field}={value!r} is invalid: {allowed}")
 
 
-def _unbound_vae(vae) -> vae_lib.VideoVAE:
-  """The module a VAE config describes, unbound: it answers shape questions without building anything."""
-  return vae_lib.VideoVAE(dim=vae.dim, dim_mult=tuple(vae.dim_mult), temporal_downsample=tuple(vae.temporal_downsample),
-                          spatial_downsample=tuple(vae.spatial_downsample), patch_size=vae.patch_size,
-                          temporal_patch_size=vae.temporal_patch_size)
-
-
-def vae_compression(vae) -> tuple[int, int]:
-  """(temporal, spatial) compression of a VAE config, as the module computes it (nothing is built)."""
-  model = _unbound_vae(vae)
-  return model.temporal_compression, model.spatial_compression
-
-
-def _validate_media(d, tc: int, sc: int, patch) -> None:
+def _validate_media(config, tc: int, sc: int) -> None:
   """A folder or TFDS source and its buckets: every bucket must pass through the VAE and the DiT patches."""
+  d = config.data
   _require(d.name in datasets.NAMES, "data.name", d.name, f"allowed {datasets.NAMES}")
   if d.name == "shapes":
     return
@@ -51,14 +39,14 @@ def _validate_media(d, tc: int, sc: int, patch) -> None:
     buckets = datasets.buckets(d)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  pt, ph, pw = patch
+  pt, ph, pw = config.dit.patch_size
   for b in buckets:
-    latent_frames = (b.frames - 1) // tc + 1
-    _require((b.frames - 1) % tc == 0 and latent_frames % pt == 0, "data.buckets", b.name,
-             f"bucket frames must be 1 + {tc}k (the VAE) with 1 + k divisible by the DiT's temporal patch {pt}")
     _require(b.height % (sc * ph) == 0 and b.width % (sc * pw) == 0, "data.buckets", b.name,
              f"bucket height and width must be multiples of {sc * ph} and {sc * pw} "
              f"(VAE {sc}x spatial compression x DiT patch)")
+    _require((b.frames - 1) % tc == 0 and build.latent_grid(config, b.frames, b.height, b.width)[0] % pt == 0,
+             "data.buckets", b.name,
+             f"bucket frames must be 1 + {tc}k (the VAE) with 1 + k divisible by the DiT's temporal patch {pt}")
 
 
 def validate(config) -> None:
@@ -72,29 +60,31 @@ def validate(config) -> None:
   _require(v.temporal_kernel >= 1 and v.temporal_kernel % 2 == 1, "vae.temporal_kernel", v.temporal_kernel,
            "must be odd and >= 1 (1: per-frame convs, 3: Wan 2.1)")
   if v.level_shortcuts:
-    bad = _unbound_vae(v).level_shortcut_mismatches()
+    bad = build.vae(config).level_shortcut_mismatches()
     _require(not bad, "vae.dim_mult", tuple(v.dim_mult),
              f"vae.level_shortcuts needs level channel counts that divide one another; (where, from, to): {bad}")
-  tc, sc = vae_compression(v)
+  tc, sc = build.compression(config)
   _require(d.num_frames >= 1 and (d.num_frames - 1) % tc == 0, "data.num_frames", d.num_frames,
            f"the VAE takes 1 + {tc}k frames (1, {1 + tc}, {1 + 2 * tc}, {1 + 4 * tc}, ...)")
   pt, ph, pw = dit.patch_size
-  latent_frames = (d.num_frames - 1) // tc + 1
-  _require(latent_frames % pt == 0, "dit.patch_size", tuple(dit.patch_size),
-           f"the temporal patch must divide the {latent_frames} latent frames")
   for field, size, p in (("data.height", d.height, ph), ("data.width", d.width, pw)):
     _require(size > 0 and size % (sc * p) == 0, field, size,
              f"must be a positive multiple of {sc * p} (VAE {sc}x spatial compression x DiT patch {p})")
-  _validate_media(d, tc, sc, dit.patch_size)
+  latent_frames = build.latent_grid(config)[0]
+  _require(latent_frames % pt == 0, "dit.patch_size", tuple(dit.patch_size),
+           f"the temporal patch must divide the {latent_frames} latent frames")
+  _validate_media(config, tc, sc)
   _require(d.speed > 0, "data.speed", d.speed, "must be > 0 pixels per frame")
   _require(d.num_train > 0, "data.num_train", d.num_train, "must be > 0")
+  for field in ("dim", "ffn_dim", "freq_dim", "num_heads", "depth"):
+    _require(dit[field] >= 1, f"dit.{field}", dit[field], "must be >= 1")
   _require(dit.dim % dit.num_heads == 0, "dit.num_heads", dit.num_heads, f"must divide dit.dim={dit.dim}")
   _require((dit.dim // dit.num_heads) % 2 == 0, "dit.dim", dit.dim,
            "dit.dim / dit.num_heads must be even (3D RoPE rotates pairs)")
   _require(dit.attention in attention.IMPLEMENTATIONS, "dit.attention", dit.attention,
            f"allowed {attention.IMPLEMENTATIONS}")
   # -1 (devices left over) is only known once the mesh exists: validate_for_mesh checks it then.
-  _check_model_split(config, context=config.mesh.get("context", 1), tensor=config.mesh.get("tensor", 1))
+  _check_model_split(config, context=config.mesh.context, tensor=config.mesh.tensor)
   _require(dit.remat in dit_lib.REMAT_POLICIES, "dit.remat", dit.remat, f"allowed {tuple(dit_lib.REMAT_POLICIES)}")
   for field, value in (("vae.dtype", v.dtype), ("dit.dtype", dit.dtype)):
     _require(value in COMPUTE_DTYPES, field, value, f"allowed {COMPUTE_DTYPES}")
@@ -114,11 +104,11 @@ def validate(config) -> None:
   _require(0.0 <= config.train_dit.ema_decay < 1.0, "train_dit.ema_decay", config.train_dit.ema_decay,
            "must be in [0, 1)")
   _require(config.train_dit.shift > 0, "train_dit.shift", config.train_dit.shift, "must be > 0")
-  if dit.get("frame_conditioning", False):
+  if dit.frame_conditioning:
     try:
-      conditioning.parse_task_weights(config.train_dit.frame_tasks)
+      conditioning.parse_mask_weights(config.train_dit.frame_masks)
     except ValueError as e:
-      raise ConfigError(f"config.train_dit.frame_tasks={config.train_dit.frame_tasks!r} is invalid: {e}") from None
+      raise ConfigError(f"config.train_dit.frame_masks={config.train_dit.frame_masks!r} is invalid: {e}") from None
   _require(s.steps >= 1, "sample.steps", s.steps, "must be >= 1")
   _require(s.solver in sampling.SOLVERS, "sample.solver", s.solver, f"allowed {sampling.SOLVERS}")
   _require(s.cfg_scale >= 0, "sample.cfg_scale", s.cfg_scale, "must be >= 0")
@@ -127,17 +117,10 @@ def validate(config) -> None:
   _require(config.eval.num_prompts >= 1, "eval.num_prompts", config.eval.num_prompts, "must be >= 1")
 
 
-def dit_tokens(config) -> int:
-  """Tokens the DiT sees per clip: latent grid / dit.patch_size (shapes as validate checks them)."""
-  tc, sc = vae_compression(config.vae)
-  d, (pt, ph, pw) = config.data, config.dit.patch_size
-  return ((d.num_frames - 1) // tc + 1) // pt * (d.height // (sc * ph)) * (d.width // (sc * pw))
-
-
 def _check_model_split(config, context: int, tensor: int) -> None:
   """The DiT's tokens split over mesh.context and its heads over mesh.tensor; sizes <= 1 split nothing."""
   if context > 1:
-    tokens = dit_tokens(config)
+    tokens = build.dit_tokens(config)
     _require(tokens % context == 0, "mesh.context", context,
              f"must divide the {tokens} DiT tokens per clip (latent grid / dit.patch_size)")
   if tensor > 1:

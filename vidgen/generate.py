@@ -16,54 +16,41 @@ from vidgen import config_validation
 from vidgen import video_io
 from vidgen.diffusion import conditioning
 from vidgen.diffusion import sampling
-from vidgen.train import dit_trainer
-from vidgen.train import vae_trainer
-
-
-class MissingCheckpointError(FileNotFoundError):
-  """Generation was asked of a workdir that has no trained model yet."""
-
-
-def require_checkpoint(workdir: str, name: str, mode: str):
-  path = os.path.join(workdir, name, "checkpoints")
-  if not os.path.isdir(path) or not any(p.isdigit() for p in os.listdir(path)):
-    raise MissingCheckpointError(
-        f"no {name.upper()} checkpoint in workdir {workdir!r} ({path}); create one with --mode={mode} "
-        f"(or --mode=all) on this workdir first")
+from vidgen.models import build
+from vidgen.models import load
+from vidgen.models import vae_codec
 
 
 class Generator:
   """Holds the frozen VAE and the (EMA) denoiser of a workdir and samples videos for prompts."""
 
   def __init__(self, config, workdir: str, use_ema: bool | None = None):
-    require_checkpoint(workdir, "vae", "train_vae")
-    require_checkpoint(workdir, "dit", "train_dit")
+    load.require_checkpoint(workdir, "vae")
+    load.require_checkpoint(workdir, "dit")
     self.config = config
     use_ema = config.sample.use_ema if use_ema is None else use_ema
-    self.vae_params, stats = vae_trainer.load_vae_params(workdir)
-    field = "ema_params" if use_ema and config.train_dit.ema_decay > 0 else "params"
-    self.params = vae_trainer.restore_params(os.path.join(workdir, "dit", "checkpoints"), field)
+    self.vae_params, stats = load.vae_params(workdir)
+    self.params = load.denoiser_params(workdir, use_ema=use_ema and config.train_dit.ema_decay > 0)
     self.latent_mean, self.latent_std = jnp.asarray(stats["mean"]), jnp.asarray(stats["std"])
-    self.model = dit_trainer.t2v_module(config)
-    self.temporal_compression, self.spatial_compression = config_validation.vae_compression(config.vae)
+    self.model = build.denoiser(config)
+    self.temporal_compression, self.spatial_compression = build.compression(config)
     self._check_shapes(workdir)
-    self.tokenizer = dit_trainer.tokenizer(config)
-    self.grid = dit_trainer.latent_grid(config)
+    self.tokenizer = build.tokenizer(config)
+    self.grid = build.latent_grid(config)
     self._encode_text = jax.jit(lambda p, ids: self.model.apply({"params": p}, ids, method=self.model.encode_text))
-    self.frame_conditioning = bool(config.dit.get("frame_conditioning", False))
+    self.frame_conditioning = bool(config.dit.frame_conditioning)
     self._velocity = jax.jit(self._cond_uncond_velocity)
-    self._encode = vae_trainer.encode_fn(config)
-    vae = vae_trainer.vae_module(config)
+    self._encode = vae_codec.encode_fn(config)
+    vae = build.vae(config)
     self._encode_model_space = jax.jit(lambda p, v, m: vae.apply(
-        {"params": p}, conditioning.blank_unknown(vae_trainer.to_model_input(v), m), method=vae.encode))
-    self._decode = vae_trainer.decode_fn(config)
-    self._decode_continued = vae_trainer.decode_continued_fn(config)
+        {"params": p}, conditioning.blank_unknown(vae_codec.to_model_input(v), m), method=vae.encode))
+    self._decode = vae_codec.decode_fn(config)
+    self._decode_continued = vae_codec.decode_continued_fn(config)
 
   def _check_shapes(self, workdir: str):
     """The checkpoint must be the model the config describes: one line naming the first leaf that differs."""
-    x = jnp.zeros((1, 1, 1, 1, conditioning.dit_in_dim(self.config)))
-    ids = jnp.zeros((1, self.config.text.max_length), jnp.int32)
-    expected = nn.unbox(jax.eval_shape(self.model.init, jax.random.key(0), x, jnp.zeros((1,)), ids)["params"])
+    inputs = build.denoiser_init_inputs(self.config)
+    expected = nn.unbox(jax.eval_shape(self.model.init, jax.random.key(0), *inputs)["params"])
     shapes = lambda tree: {jax.tree_util.keystr(p): tuple(a.shape) for p, a in jax.tree_util.tree_leaves_with_path(tree)}
     want, got = shapes(expected), shapes(self.params)
     for name in sorted(set(want) | set(got)):
@@ -101,13 +88,13 @@ class Generator:
 
   def decode(self, latents) -> np.ndarray:
     """uint8 videos [N, T, H, W, 3] of normalised latents [N, T_lat, h, w, z]."""
-    return vae_trainer.to_uint8(self._decode(self.vae_params, latents * self.latent_std + self.latent_mean))
+    return vae_codec.to_uint8(self._decode(self.vae_params, latents * self.latent_std + self.latent_mean))
 
   def decode_continued(self, latents, cache=None) -> tuple[np.ndarray, object]:
     """(uint8 frames, cache) of normalised latents that continue those decoded by the call that returned
     `cache` (None starts a video, as `decode`): chained calls decode like one long latent video."""
     video, cache = self._decode_continued(self.vae_params, latents * self.latent_std + self.latent_mean, cache)
-    return vae_trainer.to_uint8(video), cache
+    return vae_codec.to_uint8(video), cache
 
   def sample_latents(self, prompts: list[str], seed: int | None = None, *, steps: int | None = None,
                      solver: str | None = None, cfg_scale: float | None = None, shift: float | None = None,
@@ -136,7 +123,7 @@ class Generator:
       if (f - 1) % tc or h % sc or w % sc or np.shape(frame_mask) != np.shape(frames)[:2]:
         raise ValueError(f"known frames {np.shape(frames)} with mask {np.shape(frame_mask)}: need [N, 1 + {tc} k, "
                          f"H, W, 3] with H and W multiples of {sc} and a mask [N, frames]")
-      grid = ((f - 1) // tc + 1, h // sc, w // sc)
+      grid = build.latent_grid(self.config, f, h, w)
     else:
       grid = tuple(source.shape[1:4]) if source is not None else self.grid
     out = []
@@ -184,21 +171,64 @@ def slug(text: str, max_len: int = 40) -> str:
   return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:max_len] or "unconditional"
 
 
+class OutputDirError(ValueError):
+  """An output directory holds an index.json that is not vidgen's."""
+
+
+def read_index(out_dir: str) -> list[dict]:
+  """The entries of OUT_DIR/index.json ([] when there is none)."""
+  path = os.path.join(out_dir, "index.json")
+  if not os.path.exists(path):
+    return []
+  try:
+    with open(path) as f:
+      index = json.load(f)
+  except (OSError, ValueError) as e:
+    raise OutputDirError(f"{path} is not a readable index ({type(e).__name__}): move it away or choose another "
+                         "--out_dir") from None
+  if not isinstance(index, list):
+    raise OutputDirError(f"{path} is not a vidgen index (a JSON list of entries): move it away or choose another "
+                         "--out_dir")
+  return index
+
+
+def new_names(out_dir: str, stems: list[str]) -> list[str]:
+  """File names (without extension) for new outputs, numbered after the entries already in OUT_DIR/index.json
+  and skipping any number whose mp4 or png exists, so no file already there is overwritten."""
+  number, names = len(read_index(out_dir)), []
+  for stem in stems:
+    while any(os.path.exists(os.path.join(out_dir, f"{number:03d}_{stem}{ext}")) for ext in (".mp4", ".png")):
+      number += 1
+    names.append(f"{number:03d}_{stem}")
+    number += 1
+  return names
+
+
+def append_index(out_dir: str, entries: list[dict], fresh: bool = False):
+  """Adds entries to OUT_DIR/index.json (replaces it when fresh), written whole or not at all."""
+  path = os.path.join(out_dir, "index.json")
+  index = ([] if fresh else read_index(out_dir)) + entries
+  with open(path + ".partial", "w") as f:
+    json.dump(index, f, indent=1)
+  os.replace(path + ".partial", path)
+
+
 def write_videos(out_dir: str, videos: np.ndarray, prompts: list[str], settings: dict, fps: int,
-                 scale: int = 4) -> list[dict]:
-  """One mp4 per prompt (and a PNG of a one-frame video) plus OUT/index.json (prompt, file, seed, settings)
-  and a frame grid PNG."""
+                 scale: int = 4, fresh: bool = False) -> list[dict]:
+  """One mp4 per prompt (and a PNG of a one-frame video), their entries (prompt, file, seed, settings) added to
+  OUT/index.json, and a frame grid PNG of these videos. Earlier outputs in OUT stay, with their entries, unless
+  `fresh` (a directory vidgen owns, such as WORKDIR/eval/heldout) starts the index anew."""
   os.makedirs(out_dir, exist_ok=True)
+  names = ([f"{i:03d}_{slug(p)}" for i, p in enumerate(prompts)] if fresh
+           else new_names(out_dir, [slug(p) for p in prompts]))
   index = []
-  for i, (video, prompt) in enumerate(zip(videos, prompts)):
-    name = f"{i:03d}_{slug(prompt)}"
+  for i, (video, prompt, name) in enumerate(zip(videos, prompts, names)):
     video_io.write_mp4(os.path.join(out_dir, name + ".mp4"), video, fps=fps, scale=scale)
     index.append({"prompt": prompt, "file": name + ".mp4", "seed": settings["seed"] + i, "settings": settings})
     if len(video) == 1:  # an image
       Image.fromarray(video[0]).save(os.path.join(out_dir, name + ".png"))
       index[-1]["image"] = name + ".png"
-  with open(os.path.join(out_dir, "index.json"), "w") as f:
-    json.dump(index, f, indent=1)
+  append_index(out_dir, index, fresh=fresh)
   frame_grid(videos[:16]).save(os.path.join(out_dir, "grid.png"))
   return index
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 import time
 
@@ -17,6 +18,20 @@ from absl import flags
 from absl import logging
 import jax
 from ml_collections import config_flags
+
+from vidgen import config_validation
+from vidgen import generate as generate_lib
+from vidgen import logs
+from vidgen import tasks
+from vidgen.data import datasets
+from vidgen.data import media
+from vidgen.evaluate import evaluate as evaluate_lib
+from vidgen.evaluate import reconstruction
+from vidgen.models import load
+from vidgen.parallel import distributed
+from vidgen.parallel import mesh as mesh_lib
+from vidgen.train import dit_trainer
+from vidgen.train import vae_trainer
 
 MODES = ("all", "data", "train_vae", "train_dit", "generate", "evaluate", "evaluate_vae")
 
@@ -30,8 +45,8 @@ _OUT_DIR = flags.DEFINE_string("out_dir", None, "Where --mode=generate writes mp
 _SEED = flags.DEFINE_integer("seed", None, "Sampling seed (default config.sample.seed).")
 _SIZE = flags.DEFINE_string("size", None, "--mode=generate: WxH in pixels (default data.width x data.height).")
 _FRAMES = flags.DEFINE_integer("frames", None, "--mode=generate: frames per video (default data.num_frames).")
-_TASK = flags.DEFINE_enum("task", "t2v", ["t2v", "image", "i2v", "extend", "interpolate", "connect", "edit"],
-                          "--mode=generate: what to make (vidgen/tasks.py).")
+_TASK = flags.DEFINE_enum("task", "t2v", list(tasks.TASKS), "--mode=generate: what to make (vidgen/tasks.py): "
+                          + "; ".join(f"{t.name}: {t.summary}" for t in tasks.TASKS.values()) + ".")
 _IMAGE = flags.DEFINE_multi_string("image", [], "--task=i2v: the first frame; --task=interpolate: the keyframes, "
                                    "one per --at time (png/jpg, any size: covered and center-cropped).")
 _VIDEO = flags.DEFINE_multi_string("video", [], "--task=extend/edit: the video; --task=connect: two of them; "
@@ -56,31 +71,18 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (--
 
 
 def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, progress=True, size=None,
-        frames=None, task: dict | None = None) -> dict:
-  """Runs one mode; returns what it produced (the report for 'all', 'evaluate' and 'evaluate_vae').
-  `size` ('WxH') and `frames` set the shape that --mode=generate samples (default: the training shape);
-  `task` (vidgen/tasks.py: name, images, videos, at, direction, times, strength, overlap) what it makes (t2v)."""
-  # Imports here keep `--help` fast and let a bad config fail before JAX does any work.
-  from vidgen import config_validation
+        frames=None, task: tasks.Request | dict | None = None) -> dict:
+  """Runs one mode; returns what it produced (the report for 'all', 'evaluate' and 'evaluate_vae', the new
+  index entries for 'generate'). `size` ('WxH') and `frames` set the shape that --mode=generate samples (default:
+  the training shape); `task` (a tasks.Request, or a dict of its fields) what it makes (default t2v)."""
   config_validation.validate(config)
-  task = dict(task or {})
-  task_name = task.pop("name", "t2v")
-  if task_name == "image" and frames is None:
-    frames = 1
+  request = task if isinstance(task, tasks.Request) else tasks.Request(**(task or {}))
+  if mode == "generate" and frames is None:
+    frames = tasks.get(request.name).frames  # the image task makes 1-frame videos
   if size or frames is not None:
     if mode != "generate":
       raise config_validation.ConfigError(f"--size and --frames apply to --mode=generate, not --mode={mode}")
     config = config_validation.with_output_shape(config, size, frames)
-  from vidgen import generate as generate_lib
-  from vidgen import tasks
-  from vidgen.data import datasets
-  from vidgen.data import media
-  from vidgen.evaluate import evaluate as evaluate_lib
-  from vidgen.parallel import distributed
-  from vidgen.parallel import mesh as mesh_lib
-  from vidgen.train import dit_trainer
-  from vidgen.train import vae_trainer
-
   os.makedirs(workdir, exist_ok=True)
   timings = {}
   result = {}
@@ -116,22 +118,23 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
   if mode == "evaluate" or (mode == "all" and config.data.name == "shapes"):
     result = timed("evaluate", lambda: evaluate_lib.evaluate(config, workdir, progress=progress))
     result["seconds"] = timings
-    with open(os.path.join(workdir, "report.json"), "w") as f:
-      json.dump(result, f, indent=1)
+    _write_json(os.path.join(workdir, "report.json"), result)
   if mode == "evaluate_vae":  # the VAE alone (held-out reconstruction), e.g. to compare VAE configs
-    generate_lib.require_checkpoint(workdir, "vae", "train_vae")
-    vae_params, _ = vae_trainer.load_vae_params(workdir)
-    result = {"vae": vae_trainer.evaluate_reconstruction(config, workdir, vae_params, progress=progress)}
-    with open(os.path.join(workdir, "vae", "report.json"), "w") as f:
-      json.dump(result, f, indent=1)
+    vae_params, _ = load.vae_params(workdir)
+    result = {"vae": reconstruction.evaluate_reconstruction(config, workdir, vae_params, progress=progress)}
+    _write_json(os.path.join(workdir, "vae", "report.json"), result)
   if mode == "generate":
-    inputs = tasks.load_inputs(task_name, config, list(prompts), task.get("images", ()), task.get("videos", ()),
-                               task.get("strength"), task.get("times", 1), task.get("at", ()), task.get("overlap"))
+    inputs = tasks.load_inputs(config, prompts, request)
     generator = generate_lib.Generator(config, workdir)
-    run_args = {k: task[k] for k in ("direction", "times", "strength") if task.get(k) is not None}
-    result = tasks.run(generator, task_name, list(prompts), inputs, out_dir or os.path.join(workdir, "samples"),
-                       seed=seed, progress=progress, **run_args)
+    result = tasks.run(generator, inputs, out_dir or os.path.join(workdir, "samples"), seed=seed, progress=progress)
   return result
+
+
+def _write_json(path: str, value):
+  """Written whole or not at all."""
+  with open(path + ".partial", "w") as f:
+    json.dump(value, f, indent=1)
+  os.replace(path + ".partial", path)
 
 
 def format_report(report: dict) -> str:
@@ -164,11 +167,7 @@ def main(argv):
     with open(_PROMPTS_FILE.value, encoding="utf-8") as f:
       prompts += [line.rstrip("\n") for line in f if line.strip()]
   if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # library INFO chatter (orbax, tfds) off unless -v 0 is given
-  from vidgen import config_validation
-  from vidgen import generate as generate_lib
-  from vidgen import tasks
-  from vidgen.parallel import distributed
+    logs.quiet_libraries()  # vidgen's lines and progress bars only; -v 0 brings the libraries' logs back
   try:
     distributed.initialize(distributed.settings_from(_DISTRIBUTED.value, _COORDINATOR.value, _NUM_PROCESSES.value,
                                                      _PROCESS_ID.value))
@@ -180,10 +179,11 @@ def main(argv):
     result = run(_CONFIG.value, _WORKDIR.value, _MODE.value, prompts, _OUT_DIR.value, _SEED.value,
                  progress=not _NO_PROGRESS.value and distributed.is_primary(), size=_SIZE.value,
                  frames=_FRAMES.value,
-                 task=dict(name=_TASK.value, images=list(_IMAGE.value), videos=list(_VIDEO.value), at=list(_AT.value),
-                           direction=_DIRECTION.value, times=_TIMES.value, strength=_STRENGTH.value,
-                           overlap=_OVERLAP.value))
-  except (config_validation.ConfigError, generate_lib.MissingCheckpointError, tasks.TaskError) as e:
+                 task=tasks.Request(name=_TASK.value, images=list(_IMAGE.value), videos=list(_VIDEO.value),
+                                    at=list(_AT.value), direction=_DIRECTION.value, times=_TIMES.value,
+                                    strength=_STRENGTH.value, overlap=_OVERLAP.value))
+  except (config_validation.ConfigError, load.MissingCheckpointError, tasks.TaskError,
+          generate_lib.OutputDirError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   if _MODE.value in ("all", "evaluate") and result:  # media runs of 'all' have no Shapes report
@@ -199,5 +199,28 @@ def main(argv):
         print(f"  {entry['file']}: {entry['frames']} frames")
 
 
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl's flag parsing, with every bad flag (a config preset that does not exist too) as one line: `error: ...`
+  and exit status 2, like every other bad config, instead of a traceback through ml_collections."""
+  try:
+    rest = flags.FLAGS(argv)
+  except flags.Error as e:
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    if "Error whilst parsing config file" in str(e):  # the config module raised: its own message is the last line
+      message = f"--config: {re.sub(r'^[A-Za-z.]*(Error|Exception): ', '', lines[-1])}"
+    else:
+      message = lines[0] if lines else type(e).__name__
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+  try:
+    _CONFIG.value.get("seed")  # ml_collections defers a missing or unreadable file until first use
+  except OSError:
+    path = flags.FLAGS["config"].config_filename
+    print(f"error: --config={path}: " + ("no such file" if not os.path.exists(path) else "cannot be loaded")
+          + " (e.g. --config=configs/shapes.py:tiny)", file=sys.stderr)
+    sys.exit(2)
+  return rest
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

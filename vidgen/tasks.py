@@ -10,17 +10,17 @@ carry the motion's direction and speed across the seam.
 """
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import tempfile
+from typing import Callable, Sequence
 
 import numpy as np
 
-from vidgen import config_validation
+from vidgen import generate as generate_lib
 from vidgen import video_io
 from vidgen.data import video_files
-
-TASKS = ("t2v", "image", "i2v", "extend", "interpolate", "connect", "edit")
+from vidgen.models import build
 
 
 class TaskError(ValueError):
@@ -68,31 +68,38 @@ def check_overlap(overlap: int | None, frames: int, tc: int, ends: int = 1) -> i
   return overlap
 
 
-def known_frames(frames: int, placed: dict[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-  """(uint8 [1, frames, H, W, 3], float32 mask [1, frames]) with placed[t] [H, W, 3] at frame t."""
-  shape = next(iter(placed.values())).shape
-  video = np.zeros((1, frames, *shape), np.uint8)
-  mask = np.zeros((1, frames), np.float32)
-  for t, frame in placed.items():
-    video[0, t], mask[0, t] = frame, 1.0
+def known_frames(frames: int, times, keyframes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+  """(uint8 [N, frames, H, W, 3], float32 mask [N, frames]) with keyframes [N, K, H, W, 3] at frame `times`."""
+  n, _, h, w, c = np.shape(keyframes)
+  video = np.zeros((n, frames, h, w, c), np.uint8)
+  mask = np.zeros((n, frames), np.float32)
+  video[:, list(times)], mask[:, list(times)] = keyframes, 1.0
   return video, mask
 
 
-def _known(generator, n: int, placed: dict[int, np.ndarray]) -> dict:
-  """Keyword arguments of generator.generate / sample_latents: n chunks with the frames `placed` known."""
-  video, mask = known_frames(generator.config.data.num_frames, placed)
-  return dict(frames=np.repeat(video, n, 0), frame_mask=np.repeat(mask, n, 0))
+def _per_prompt(array: np.ndarray, n: int, ndim: int, what: str) -> np.ndarray:
+  """[1 or n, ...]: `array` of ndim axes (one shared by every prompt) or with a leading axis of one per prompt."""
+  array = np.asarray(array)
+  if array.ndim == ndim:
+    array = array[None]
+  if array.ndim != ndim + 1 or len(array) not in (1, n):
+    raise TaskError(f"{what} of shape {array.shape}: give one for each of the {n} prompts or one shared by all")
+  return array
 
 
-def _generate_known(generator, prompts: list[str], placed: dict[int, np.ndarray], seed, **sampling) -> np.ndarray:
-  """uint8 [N, F, H, W, 3]: a chunk per prompt with the frames `placed` known."""
-  return generator.generate(prompts, seed, **_known(generator, len(prompts), placed), **sampling)
+def _generate_known(generator, prompts: list[str], times, keyframes: np.ndarray, seed, **sampling) -> np.ndarray:
+  """uint8 [N, F, H, W, 3]: a chunk per prompt, its frames at `times` known (keyframes [N or 1, K, H, W, 3])."""
+  keyframes = np.broadcast_to(keyframes, (len(prompts), *np.shape(keyframes)[1:]))
+  frames, mask = known_frames(generator.config.data.num_frames, times, keyframes)
+  return generator.generate(prompts, seed, frames=frames, frame_mask=mask, **sampling)
 
 
-def image_to_video(generator, prompts: list[str], image: np.ndarray, seed: int | None = None,
+def image_to_video(generator, prompts: list[str], images: np.ndarray, seed: int | None = None,
                    **sampling) -> np.ndarray:
-  """uint8 [N, F, H, W, 3]: `image` [1, H, W, 3] is every video's first frame, the prompt guides the motion."""
-  return _generate_known(generator, prompts, {0: image[0]}, seed, **sampling)
+  """uint8 [N, F, H, W, 3]: each video starts with its image (images [N or 1, H, W, 3]); the prompt guides
+  the motion."""
+  images = _per_prompt(images, len(prompts), 3, "images")
+  return _generate_known(generator, prompts, [0], images[:, None], seed, **sampling)
 
 
 def check_keyframe_times(times, frames: int, count: int | None = None) -> list[int]:
@@ -118,14 +125,23 @@ def check_keyframe_times(times, frames: int, count: int | None = None) -> list[i
 
 def interpolate(generator, prompts: list[str], keyframes: np.ndarray, times, seed: int | None = None,
                 **sampling) -> np.ndarray:
-  """uint8 [N, F, H, W, 3]: the frames between keyframes [K, H, W, 3] placed at frame indices `times`."""
-  times = check_keyframe_times(times, generator.config.data.num_frames, len(keyframes))
-  return _generate_known(generator, prompts, dict(zip(times, keyframes)), seed, **sampling)
+  """uint8 [N, F, H, W, 3]: the frames between keyframes ([K, H, W, 3], or [N, K, H, W, 3] one set per
+  prompt) placed at frame indices `times`."""
+  keyframes = _per_prompt(keyframes, len(prompts), 4, "keyframes")
+  times = check_keyframe_times(times, generator.config.data.num_frames, keyframes.shape[1])
+  return _generate_known(generator, prompts, times, keyframes, seed, **sampling)
 
 
 def _check_frames(what: str, video: np.ndarray, needed: int):
   if len(video) < needed:
     raise TaskError(f"{what} has {len(video)} frames; the conditioning needs at least {needed}")
+
+
+def _check_times_direction(times: int, direction: str):
+  if direction not in ("forward", "backward"):
+    raise TaskError(f"--direction={direction!r}: allowed forward, backward")
+  if times < 1:
+    raise TaskError(f"--times={times}: must be >= 1")
 
 
 def extend(generator, prompt: str, video: np.ndarray, out_path: str, times: int = 1, direction: str = "forward",
@@ -138,10 +154,7 @@ def extend(generator, prompt: str, video: np.ndarray, out_path: str, times: int 
   Forward, an overlap of whole latent frames (1 + tc j) makes a chunk's new latent frames continue the last ones
   of the chunk before, so they are decoded with its causal decoder cache: the seams are decoded like any
   latent-frame boundary of one long video (the causal decoder cannot run backward)."""
-  if direction not in ("forward", "backward"):
-    raise TaskError(f"--direction={direction!r}: allowed forward, backward")
-  if times < 1:
-    raise TaskError(f"--times={times}: must be >= 1")
+  _check_times_direction(times, direction)
   frames, tc = generator.config.data.num_frames, generator.temporal_compression
   overlap = check_overlap(overlap, frames, tc)
   seed = generator.config.sample.seed if seed is None else seed
@@ -154,8 +167,9 @@ def extend(generator, prompt: str, video: np.ndarray, out_path: str, times: int 
       writer.write(video)
       tail, cache = video[-overlap:], None
       for i in range(times):
-        z = generator.sample_latents([prompt], seed + i, **_known(generator, 1, dict(enumerate(tail))),
-                                     progress=progress, **sampling)
+        frames_known, mask = known_frames(frames, range(overlap), tail[None])
+        z = generator.sample_latents([prompt], seed + i, frames=frames_known, frame_mask=mask, progress=progress,
+                                     **sampling)
         if cache is not None and known_latents:
           fresh, cache = generator.decode_continued(z[:, known_latents:], cache)
         else:
@@ -167,8 +181,8 @@ def extend(generator, prompt: str, video: np.ndarray, out_path: str, times: int 
       with tempfile.TemporaryDirectory() as parts:
         context = video[:overlap]
         for i in range(times):
-          clip = _generate_known(generator, [prompt], {new + j: frame for j, frame in enumerate(context)},
-                                 seed + i, progress=progress, **sampling)[0]
+          clip = _generate_known(generator, [prompt], range(new, frames), context[None], seed + i,
+                                 progress=progress, **sampling)[0]
           np.save(os.path.join(parts, f"{i}.npy"), clip[:new])
           context = clip[:overlap]
         for i in reversed(range(times)):
@@ -186,112 +200,216 @@ def connect(generator, prompt: str, first: np.ndarray, second: np.ndarray, overl
   overlap = check_overlap(overlap, frames, generator.temporal_compression, ends=2)
   _check_frames("the first video", first, overlap)
   _check_frames("the second video", second, overlap)
-  placed = dict(enumerate(first[-overlap:]))
-  placed.update({frames - overlap + j: frame for j, frame in enumerate(second[:overlap])})
-  clip = _generate_known(generator, [prompt], placed, seed, **sampling)[0]
+  times = [*range(overlap), *range(frames - overlap, frames)]
+  keyframes = np.concatenate([first[-overlap:], second[:overlap]])[None]
+  clip = _generate_known(generator, [prompt], times, keyframes, seed, **sampling)[0]
   transition = clip[overlap: frames - overlap]
   return np.concatenate([first, transition, second]), len(transition)
 
 
-def edit(generator, prompts: list[str], video: np.ndarray, strength: float, seed: int | None = None,
+def edit(generator, prompts: list[str], videos: np.ndarray, strength: float, seed: int | None = None,
          **sampling) -> np.ndarray:
-  """uint8 [N, T, H, W, 3]: `video` re-generated under each prompt from its latent noised to `strength`
-  (in (0, 1]); the first 1 + tc k frames are used (the VAE's frame count)."""
+  """uint8 [N, T, H, W, 3]: the video ([T, H, W, 3], or [N, T, H, W, 3] one per prompt) re-generated under
+  each prompt from its latent noised to `strength` (in (0, 1]); the first 1 + tc k frames are used (the VAE's
+  frame count)."""
   if not 0.0 < strength <= 1.0:
     raise TaskError(f"--strength={strength}: must be in (0, 1]")
+  videos = _per_prompt(videos, len(prompts), 4, "videos")
   tc = generator.temporal_compression
-  usable = 1 + tc * ((len(video) - 1) // tc)
-  source = generator.encode(video[None, :usable])
-  n = len(prompts)
-  return generator.generate(prompts, seed, source=np.repeat(source, n, 0), strength=strength, **sampling)
+  usable = 1 + tc * ((videos.shape[1] - 1) // tc)
+  source = np.asarray(generator.encode(videos[:, :usable]))
+  return generator.generate(prompts, seed, source=np.broadcast_to(source, (len(prompts), *source.shape[1:])),
+                            strength=strength, **sampling)
 
 
-def load_inputs(task: str, config, prompts: list[str], images=(), videos=(), strength: float | None = None,
-                times: int = 1, at=(), overlap: int | None = None) -> dict:
-  """Checks a task's arguments and reads its files at the generation size, before any model loads, so bad
-  input costs one line and writes nothing. Interpolation's keyframes are --image files at times --at, or the
-  frames of one --video at those times."""
-  if task not in TASKS:
-    raise TaskError(f"--task={task!r}: allowed {TASKS}")
+# ---------------------------------------------------------------------------------------------------------------
+# The registry: what each task takes and how it runs, for the CLI (vidgen/main.py), Colab and experiments/.
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class Request:
+  """A task by name and its inputs as a user gives them: file paths and option values."""
+  name: str = "t2v"
+  images: Sequence[str] = ()
+  videos: Sequence[str] = ()
+  at: Sequence = ()
+  direction: str = "forward"
+  times: int = 1
+  strength: float | None = None
+  overlap: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+  """A checked request with its files read at the generation size (uint8 arrays)."""
+  request: Request
+  prompts: list
+  images: list
+  videos: list
+  at: list
+  overlap: int | None
+
+
+# The options beyond images and videos, how to tell that a request sets one, and what it is for.
+OPTIONS = {
+    "at": (lambda r: bool(r.at), "sets keyframe times of --task=interpolate"),
+    "strength": (lambda r: r.strength is not None, "sets the noise level of --task=edit"),
+    "times": (lambda r: r.times != 1, "sets the chunks --task=extend adds"),
+    "direction": (lambda r: r.direction != "forward", "sets which way --task=extend goes"),
+    "overlap": (lambda r: r.overlap is not None, "sets the conditioning frames of --task=extend and connect"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Task:
+  name: str
+  summary: str                     # one line: --help and the README's table
+  images: int | None = 0           # --image files it takes (None: its `check` decides)
+  videos: int | None = 0           # --video files it takes (None: its `check` decides)
+  options: tuple[str, ...] = ()    # the OPTIONS it reads
+  one_prompt: bool = False         # makes one video from one prompt
+  frames: int | None = None        # frames per chunk when --frames is not given (None: config.data.num_frames)
+  motion: bool = True              # needs chunks of more than one frame
+  ends: int = 0                    # chunk ends conditioned on `overlap` frames of a neighbour (extend 1, connect 2)
+  check: Callable | None = None    # (request, frames) -> None: checks of its own before any file is read
+  # Batch tasks: (generator, inputs, seed, progress) -> (uint8 videos [N, T, H, W, 3], settings for the index).
+  # Streaming tasks (one long video): (generator, inputs, seed, progress, path) -> (index entry, settings).
+  make: Callable | None = None
+  streams: bool = False
+
+
+def _check_edit(request: Request, frames: int):
+  if request.strength is None or not 0.0 < request.strength <= 1.0:
+    raise TaskError(f"--strength={request.strength}: --task=edit needs a strength in (0, 1]")
+
+
+def _check_extend(request: Request, frames: int):
+  _check_times_direction(request.times, request.direction)
+
+
+def _check_interpolate(request: Request, frames: int):
+  images, videos = list(request.images), list(request.videos)
+  if bool(images) == bool(videos) or len(videos) > 1:
+    raise TaskError("--task=interpolate needs keyframes: --image files (one per --at time) or one --video "
+                    "(its frames at the --at times)")
+  check_keyframe_times(request.at, frames, len(images) if images else None)
+
+
+def _make_t2v(generator, inputs: Inputs, seed, progress):
+  return generator.generate(inputs.prompts, seed, progress=progress), {}
+
+
+def _make_i2v(generator, inputs: Inputs, seed, progress):
+  return image_to_video(generator, inputs.prompts, inputs.images[0], seed, progress=progress), {}
+
+
+def _make_interpolate(generator, inputs: Inputs, seed, progress):
+  videos = interpolate(generator, inputs.prompts, np.stack(inputs.images), inputs.at, seed, progress=progress)
+  return videos, {"keyframe_times": inputs.at}
+
+
+def _make_edit(generator, inputs: Inputs, seed, progress):
+  strength = inputs.request.strength
+  return edit(generator, inputs.prompts, inputs.videos[0], strength, seed, progress=progress), {"strength": strength}
+
+
+def _make_extend(generator, inputs: Inputs, seed, progress, path):
+  r = inputs.request
+  entry = extend(generator, inputs.prompts[0], inputs.videos[0], path, r.times, r.direction, inputs.overlap, seed,
+                 fps=generator.config.data.fps, scale=4, progress=progress)
+  return entry, {"direction": r.direction, "times": r.times, "overlap": entry["overlap"]}
+
+
+def _make_connect(generator, inputs: Inputs, seed, progress, path):
+  video, n = connect(generator, inputs.prompts[0], *inputs.videos, overlap=inputs.overlap, seed=seed,
+                     progress=progress)
+  video_io.write_mp4(path, video, fps=generator.config.data.fps, scale=4)
+  entry = {"file": path, "frames": len(video), "transition_frames": n, "transition_start": len(inputs.videos[0])}
+  return entry, {"overlap": inputs.overlap}
+
+
+TASKS = {t.name: t for t in (
+    Task("t2v", "text to video", motion=False, make=_make_t2v),
+    Task("image", "text to one image (a 1-frame video, also written as a PNG)", frames=1, motion=False,
+         make=_make_t2v),
+    Task("i2v", "image to video: --image is the first frame, the prompt guides the motion", images=1,
+         make=_make_i2v),
+    Task("extend", "continue --video by --times chunks, --direction forward or backward, into one mp4", videos=1,
+         options=("times", "direction", "overlap"), one_prompt=True, ends=1, check=_check_extend,
+         make=_make_extend, streams=True),
+    Task("interpolate", "fill the frames between keyframes: --image files or one --video's frames, at --at times",
+         images=None, videos=None, options=("at",), check=_check_interpolate, make=_make_interpolate),
+    Task("connect", "a transition from the end of the first --video to the start of the second", videos=2,
+         options=("overlap",), one_prompt=True, ends=2, make=_make_connect, streams=True),
+    Task("edit", "re-generate --video under the prompt from its latent noised to --strength", videos=1,
+         options=("strength",), check=_check_edit, make=_make_edit),
+)}
+
+
+def get(name: str) -> Task:
+  if name not in TASKS:
+    raise TaskError(f"--task={name!r}: allowed {', '.join(TASKS)}")
+  return TASKS[name]
+
+
+def load_inputs(config, prompts: Sequence[str], request: Request) -> Inputs:
+  """Checks a request against its task and reads its files at the generation size (config.data), before any
+  model loads, so bad input costs one line and writes nothing."""
+  task, prompts = get(request.name), list(prompts)
+  images, videos, frames = list(request.images), list(request.videos), config.data.num_frames
   if not prompts:
-    raise TaskError(f"--task={task} needs --prompt (repeatable) or --prompts_file")
-  images, videos, frames = list(images or ()), list(videos or ()), config.data.num_frames
-  if task in ("extend", "connect") and len(prompts) != 1:
-    raise TaskError(f"--task={task} makes one video: give one --prompt, not {len(prompts)}")
-  if task == "interpolate":
-    if bool(images) == bool(videos) or len(videos) > 1:
-      raise TaskError("--task=interpolate needs keyframes: --image files (one per --at time) or one --video "
-                      "(its frames at the --at times)")
-    keyframe_times = check_keyframe_times(at, frames, len(images) if images else None)
-  else:
-    needs = {"i2v": (1, 0), "extend": (0, 1), "connect": (0, 2), "edit": (0, 1)}.get(task, (0, 0))
-    if len(images) != needs[0]:
-      raise TaskError(f"--task={task} " + ("needs one --image" if needs[0] else "takes no --image"))
-    if len(videos) != needs[1]:
-      raise TaskError(f"--task={task} needs {needs[1]} --video, got {len(videos)}")
-    if at:
-      raise TaskError(f"--at sets keyframe times of --task=interpolate, not of --task={task}")
-  if task == "edit" and (strength is None or not 0.0 < strength <= 1.0):
-    raise TaskError(f"--strength={strength}: --task=edit needs a strength in (0, 1]")
-  if task == "extend" and times < 1:
-    raise TaskError(f"--times={times}: must be >= 1")
-  if task == "image" and frames != 1:
-    raise TaskError(f"--task=image makes one frame, not --frames={frames}")
-  if task in ("i2v", "extend", "interpolate", "connect") and frames == 1:
-    raise TaskError(f"--task={task} needs more than one frame per chunk")
-  if task in ("extend", "connect"):
-    tc = config_validation.vae_compression(config.vae)[0]
-    overlap = check_overlap(overlap, frames, tc, ends=2 if task == "connect" else 1)
+    raise TaskError(f"--task={task.name} needs --prompt (repeatable) or --prompts_file")
+  if task.one_prompt and len(prompts) != 1:
+    raise TaskError(f"--task={task.name} makes one video: give one --prompt, not {len(prompts)}")
+  if task.images is not None and len(images) != task.images:
+    raise TaskError(f"--task={task.name} " + (f"needs {task.images} --image" if task.images else "takes no --image")
+                    + f", got {len(images)}")
+  if task.videos is not None and len(videos) != task.videos:
+    raise TaskError(f"--task={task.name} " + (f"needs {task.videos} --video" if task.videos else "takes no --video")
+                    + f", got {len(videos)}")
+  for option, (given, purpose) in OPTIONS.items():
+    if option not in task.options and given(request):
+      raise TaskError(f"--{option} {purpose}, not of --task={task.name}")
+  if task.frames is not None and frames != task.frames:
+    raise TaskError(f"--task={task.name} makes {task.frames} frame(s), not --frames={frames}")
+  if task.motion and frames == 1:
+    raise TaskError(f"--task={task.name} needs more than one frame per chunk")
+  if task.check:
+    task.check(request, frames)
+  overlap = None
+  if task.ends:
+    overlap = check_overlap(request.overlap, frames, build.compression(config)[0], ends=task.ends)
   size = (config.data.height, config.data.width)
-  inputs = {"images": [load_image(path, size)[0] for path in images],
-            "videos": [load_video(path, size) for path in videos], "overlap": overlap}
-  if task in ("extend", "connect"):
-    for i, video in enumerate(inputs["videos"]):
-      _check_frames(f"--video {videos[i]}", video, overlap)
-  if task == "interpolate":
+  loaded = dict(images=[load_image(path, size)[0] for path in images],
+                videos=[load_video(path, size) for path in videos])
+  if task.ends:
+    for path, video in zip(videos, loaded["videos"]):
+      _check_frames(f"--video {path}", video, overlap)
+  at = []
+  if task.name == "interpolate":
+    at = check_keyframe_times(request.at, frames)
     if videos:
-      video = inputs["videos"][0]
-      if max(keyframe_times) >= len(video):
-        raise TaskError(f"keyframe time {max(keyframe_times)} is outside --video {videos[0]} ({len(video)} frames)")
-      inputs["images"] = [video[t] for t in keyframe_times]
-    inputs["at"] = keyframe_times
-  return inputs
+      if max(at) >= len(loaded["videos"][0]):
+        raise TaskError(f"keyframe time {max(at)} is outside --video {videos[0]} ({len(loaded['videos'][0])} frames)")
+      loaded["images"] = [loaded["videos"][0][t] for t in at]
+  return Inputs(request=request, prompts=prompts, at=at, overlap=overlap, **loaded)
 
 
-def run(generator, task: str, prompts: list[str], inputs: dict, out_dir: str, *, seed: int | None = None,
-        direction: str = "forward", times: int = 1, strength: float | None = None,
-        progress: bool = True) -> dict:
-  """Runs a checked task (see load_inputs) and writes its mp4s and OUT_DIR/index.json; returns the index."""
-  from vidgen import generate as generate_lib
-  fps, seed = generator.config.data.fps, generator.config.sample.seed if seed is None else seed
-  settings = dict(generator.settings(seed), task=task)
-  overlap = inputs.get("overlap")
-  if task in ("extend", "connect"):
+def run(generator, inputs: Inputs, out_dir: str, *, seed: int | None = None, progress: bool = True) -> dict:
+  """Runs checked inputs (see load_inputs), adds its mp4s to OUT_DIR and their entries to OUT_DIR/index.json
+  (never overwriting a file already there); returns the new entries."""
+  task = get(inputs.request.name)
+  generate_lib.read_index(out_dir)  # an index.json that is not vidgen's fails here, before any sampling
+  seed = generator.config.sample.seed if seed is None else seed
+  settings = dict(generator.settings(seed), task=task.name)
+  if task.streams:
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{task}_{generate_lib.slug(prompts[0])}.mp4")
-    if task == "extend":
-      entry = extend(generator, prompts[0], inputs["videos"][0], path, times, direction, overlap, seed, fps=fps,
-                     scale=4, progress=progress)
-      settings.update(direction=direction, times=times, overlap=entry["overlap"])
-    else:
-      video, n = connect(generator, prompts[0], *inputs["videos"], overlap=overlap, seed=seed, progress=progress)
-      video_io.write_mp4(path, video, fps=fps, scale=4)
-      entry = {"file": path, "frames": len(video), "transition_frames": n,
-               "transition_start": len(inputs["videos"][0])}
-      settings["overlap"] = overlap
-    index = [dict(entry, file=os.path.basename(path), prompt=prompts[0], seed=seed, settings=settings)]
-    with open(os.path.join(out_dir, "index.json"), "w") as f:
-      json.dump(index, f, indent=1)
-    return {"index": index, "out_dir": out_dir}
-  if task == "i2v":
-    videos = image_to_video(generator, prompts, inputs["images"][0][None], seed, progress=progress)
-  elif task == "interpolate":
-    videos = interpolate(generator, prompts, np.stack(inputs["images"]), inputs["at"], seed, progress=progress)
-    settings["keyframe_times"] = inputs["at"]
-  elif task == "edit":
-    videos = edit(generator, prompts, inputs["videos"][0], strength, seed, progress=progress)
-    settings["strength"] = strength
-  else:  # t2v, image
-    videos = generator.generate(prompts, seed, progress=progress)
-  index = generate_lib.write_videos(out_dir, videos, prompts, settings, fps=fps)  # image: also a PNG each
+    name = generate_lib.new_names(out_dir, [f"{task.name}_{generate_lib.slug(inputs.prompts[0])}"])[0]
+    entry, extra = task.make(generator, inputs, seed, progress, os.path.join(out_dir, name + ".mp4"))
+    index = [dict(entry, file=name + ".mp4", prompt=inputs.prompts[0], seed=seed, settings=dict(settings, **extra))]
+    generate_lib.append_index(out_dir, index)
+  else:
+    videos, extra = task.make(generator, inputs, seed, progress)
+    index = generate_lib.write_videos(out_dir, videos, inputs.prompts, dict(settings, **extra),
+                                      fps=generator.config.data.fps)  # image: also a PNG each
   return {"index": index, "out_dir": out_dir}

@@ -42,7 +42,7 @@ def build(data_config, workdir: str, progress: bool = True):
     return media_set(data_config, workdir, progress)
   return shapes_builder.build_shapes(
       data_dir(data_config, workdir), shapes_spec(data_config), num_train=data_config.num_train,
-      num_heldout=data_config.num_heldout, num_val=data_config.num_val)
+      num_heldout=data_config.num_heldout, num_val=data_config.num_val, progress=progress)
 
 
 def source(data_config, workdir: str, split: str):
@@ -52,7 +52,7 @@ def source(data_config, workdir: str, split: str):
 
 def buckets(data_config) -> tuple[buckets_lib.Bucket, ...]:
   """config.data.buckets, or one bucket of data.height x data.width x data.num_frames when it is empty."""
-  specs = tuple(data_config.get("buckets", ()))
+  specs = tuple(data_config.buckets)
   return buckets_lib.parse(specs or (f"{data_config.height}x{data_config.width}x{data_config.num_frames}",))
 
 

@@ -38,16 +38,14 @@ def host_batch_size(global_batch_size: int) -> int:
 
 
 def batched_iterator(source, global_batch_size: int, seed: int, transform: Callable | None = None,
-                     shuffle: bool = True, num_epochs: int | None = None, num_threads: int = 2):
-  """A checkpointable iterator of host-local numpy batches (dicts of [B_host, ...] arrays).
+                     num_threads: int = 2):
+  """A checkpointable, endless iterator of host-local numpy batches (dicts of [B_host, ...] arrays) of
+  `source` shuffled by `seed` (a fresh order every epoch).
 
   Host p of P reads rows [p * B_host, (p + 1) * B_host) of every global batch: batches of B_host in
   global order, every P-th one starting at the p-th.
   """
-  ds = grain.MapDataset.source(source)
-  if shuffle:
-    ds = ds.shuffle(seed=seed)
-  ds = ds.repeat(num_epochs)
+  ds = grain.MapDataset.source(source).shuffle(seed=seed).repeat()
   if transform is not None:
     ds = ds.map(transform)
   ds = ds.batch(host_batch_size(global_batch_size), drop_remainder=True)

@@ -16,7 +16,9 @@ import json
 import numpy as np
 import tensorflow_datasets as tfds
 from etils import epath
+import tqdm
 
+from vidgen import logs
 from vidgen.data import shapes
 
 _SPLIT_SIZES = (("train", "num_train"), ("heldout", "num_heldout"), ("val", "num_val"))
@@ -94,9 +96,11 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
     return {split: self._generate_examples(split, getattr(config, count))
             for split, count in _SPLIT_SIZES if getattr(config, count) > 0}
 
+  progress = False  # vidgen's own bar over the clips made (TFDS's are off when the libraries are quiet)
+
   def _generate_examples(self, split: str, count: int):
     config = self.builder_config
-    for index in range(count):
+    for index in tqdm.trange(count, desc=f"making Shapes {split} clips", disable=not self.progress, leave=False):
       example = shapes.make_example(config.spec, split, index, config.seed)
       objects = example["objects"]
       yield index, {
@@ -109,12 +113,14 @@ class Shapes(tfds.core.GeneratorBasedBuilder):
 
 
 def build_shapes(data_dir: str, spec: shapes.ShapesSpec = shapes.ShapesSpec(), num_train: int = 4096,
-                 num_heldout: int = 256, num_val: int = 256, seed: int = 0) -> Shapes:
+                 num_heldout: int = 256, num_val: int = 256, seed: int = 0, progress: bool = False) -> Shapes:
   """Generates the dataset as ArrayRecord under data_dir (once; later calls reuse the files)."""
   builder = Shapes(config=shapes_config(spec, num_train, num_heldout, num_val, seed), data_dir=data_dir,
                    file_format="array_record")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      try_download_gcs=False, compute_stats=tfds.download.ComputeStatsMode.SKIP))
+  builder.progress = progress
+  with logs.library_output():  # TFDS prints "Downloading and preparing dataset Unknown size" for generated data
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        try_download_gcs=False, compute_stats=tfds.download.ComputeStatsMode.SKIP))
   return builder
 
 

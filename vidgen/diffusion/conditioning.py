@@ -5,33 +5,24 @@ Known frames are given in pixels, with a mask over the F = 1 + tc (T - 1) frames
 - mask: tc channels per latent frame, the pixel frames that latent frame encodes (frame 0's mask fills all tc
   channels of latent frame 0, which encodes frame 0 alone; latent frame j >= 1 encodes frames tc (j-1)+1 .. tc j);
 - y: the normalised VAE encoding of the clip with unknown frames blanked (0 in the VAE's [-1, 1] input space).
-So a keyframe may sit at any frame, not only where a latent frame starts. Training draws a task per example
-(TASKS) and learns every kind of known frames at once; the loss covers every frame.
+So a keyframe may sit at any frame, not only where a latent frame starts. Training draws a mask per example
+(MASKS: which frames are known, the training-side counterpart of the user tasks in vidgen/tasks.py) and learns
+every kind of known frames at once; the loss covers every frame.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-# none: text only; first: frame 0 (an image); prefix: the first k frames (extend forward); suffix: the last k
-# (extend backward); ends: the first and last k (connect two videos, interpolate between two keyframes);
-# keyframes: a random set of frames (interpolation). 1 <= k < F.
-TASKS = ("none", "first", "prefix", "suffix", "ends", "keyframes")
+# Kinds of known-frame masks. none: text only; first: frame 0 (an image); prefix: the first k frames (extend
+# forward); suffix: the last k (extend backward); ends: the first and last k (connect two videos, interpolate
+# between two keyframes); keyframes: a random set of frames (interpolation). 1 <= k < F.
+MASKS = ("none", "first", "prefix", "suffix", "ends", "keyframes")
 
 
 def channels(z_dim: int, temporal_compression: int) -> int:
   """The DiT's input channels with frame conditioning: x_t, the mask and y."""
   return 2 * z_dim + temporal_compression
-
-
-def dit_in_dim(config) -> int:
-  """The DiT's input channels for a vidgen config: z_dim, or channels(...) with dit.frame_conditioning."""
-  from vidgen import config_validation  # here: config_validation imports this module
-  z = config.vae.z_dim
-  if not config.dit.get("frame_conditioning", False):
-    return z
-  return channels(z, config_validation.vae_compression(config.vae)[0])
 
 
 def latent_mask(frame_mask, tc: int):
@@ -60,13 +51,13 @@ def blank_unknown(video, frame_mask):
   return video * jnp.asarray(frame_mask, video.dtype)[:, :, None, None, None]
 
 
-def parse_task_weights(spec: str) -> dict[str, float]:
-  """'none:0.4,first:0.2,...' -> weights by task; raises ValueError naming what is wrong."""
+def parse_mask_weights(spec: str) -> dict[str, float]:
+  """'none:0.4,first:0.2,...' -> weights by mask kind; raises ValueError naming what is wrong."""
   weights = {}
   for item in str(spec).split(","):
     name, sep, value = item.strip().partition(":")
-    if not sep or name not in TASKS:
-      raise ValueError(f"{item.strip()!r}: entries are TASK:WEIGHT with TASK one of {TASKS}")
+    if not sep or name not in MASKS:
+      raise ValueError(f"{item.strip()!r}: entries are MASK:WEIGHT with MASK one of {MASKS}")
     try:
       weights[name] = float(value)
     except ValueError:
@@ -74,19 +65,19 @@ def parse_task_weights(spec: str) -> dict[str, float]:
     if weights[name] < 0:
       raise ValueError(f"{item.strip()!r}: weights must be >= 0")
   if sum(weights.values()) <= 0:
-    raise ValueError(f"{spec!r}: at least one task needs a positive weight")
+    raise ValueError(f"{spec!r}: at least one mask kind needs a positive weight")
   return weights
 
 
 def sample_masks(rng, batch: int, num_frames: int, weights: dict[str, float]):
-  """float32 [batch, num_frames] pixel-frame masks: a task per example drawn with `weights`, k uniform in
+  """float32 [batch, num_frames] pixel-frame masks: a kind per example drawn with `weights`, k uniform in
   [1, F - 1] (for 'ends', the first and last k with 2 k < F); 'keyframes' knows each frame with a probability
   drawn uniformly in [0.1, 0.5] per example, never every frame. A one-frame clip (an image) is always 'none'."""
   if num_frames < 2:
     return jnp.zeros((batch, num_frames), jnp.float32)
-  r_task, r_k, r_p, r_key = jax.random.split(rng, 4)
-  logits = jnp.log(jnp.asarray([weights.get(name, 0.0) for name in TASKS], jnp.float32))
-  task = jax.random.categorical(r_task, logits, shape=(batch,))
+  r_kind, r_k, r_p, r_key = jax.random.split(rng, 4)
+  logits = jnp.log(jnp.asarray([weights.get(name, 0.0) for name in MASKS], jnp.float32))
+  kind = jax.random.categorical(r_kind, logits, shape=(batch,))
   u = jax.random.uniform(r_k, (batch, 1))
   k = 1 + jnp.floor(u * (num_frames - 1)).astype(jnp.int32)  # 1 .. F - 1
   k_ends = 1 + jnp.floor(u * ((num_frames - 1) // 2)).astype(jnp.int32)  # 2 k < F when F >= 3
@@ -98,5 +89,5 @@ def sample_masks(rng, batch: int, num_frames: int, weights: dict[str, float]):
   # Never every frame: the frame with the largest draw stays unknown.
   keyframes &= j != jnp.argmax(draws, axis=1)[:, None]
   masks = jnp.stack([jnp.broadcast_to(m, (batch, num_frames))
-                     for m in (j < 0, j == 0, j < k, j >= num_frames - k, ends, keyframes)])  # order of TASKS
-  return masks[task, jnp.arange(batch)].astype(jnp.float32)
+                     for m in (j < 0, j == 0, j < k, j >= num_frames - k, ends, keyframes)])  # order of MASKS
+  return masks[kind, jnp.arange(batch)].astype(jnp.float32)

@@ -1,12 +1,10 @@
 """Rectified flow: the straight path x_t = (1 - t) x_0 + t eps and its velocity target eps - x_0.
 
-t = 0 is data, t = 1 is noise. Training draws t from a logit-normal and bends it with the
-resolution-dependent `shift` (SD3 / Wan): shift > 1 spends more steps at high noise, where layout,
-shape and motion are decided.
+t = 0 is data, t = 1 is noise. Training draws t from a logit-normal and bends it with `shift`
+(SD3 / Wan, a config value: larger for more tokens): shift > 1 spends more steps at high noise, where
+layout, shape and motion are decided.
 """
 from __future__ import annotations
-
-import math
 
 import jax
 import jax.numpy as jnp
@@ -15,14 +13,6 @@ import jax.numpy as jnp
 def shift_time(t, shift: float):
   """Maps uniform-ish t to shift * t / (1 + (shift - 1) t); shift = 1 is the identity."""
   return shift * t / (1.0 + (shift - 1.0) * t)
-
-
-def resolution_shift(num_tokens: int, base_tokens: int = 256, base_shift: float = 1.0,
-                     max_tokens: int = 4096, max_shift: float = 3.0) -> float:
-  """A shift that grows with the token count: more tokens carry more redundant signal, so noise
-  must be stronger to destroy the same information (SD3's resolution-dependent shift)."""
-  frac = (math.log(max(num_tokens, 1)) - math.log(base_tokens)) / (math.log(max_tokens) - math.log(base_tokens))
-  return float(base_shift + (max_shift - base_shift) * min(max(frac, 0.0), 1.0))
 
 
 def sample_t(rng, batch: int, mean: float = 0.0, std: float = 1.0, shift: float = 1.0):

@@ -11,8 +11,9 @@ import numpy as np
 from vidgen import generate as generate_lib
 from vidgen.data import datasets
 from vidgen.data import shapes
+from vidgen.evaluate import reconstruction
 from vidgen.evaluate import shapes_judge
-from vidgen.train import vae_trainer
+from vidgen.models import load
 
 
 def _judged(judge: dict) -> dict:
@@ -24,8 +25,8 @@ def _judged(judge: dict) -> dict:
 def evaluate(config, workdir: str, progress: bool = True) -> dict:
   spec = datasets.shapes_spec(config.data)
   report = {}
-  vae_params, _ = vae_trainer.load_vae_params(workdir)
-  report["vae"] = vae_trainer.evaluate_reconstruction(config, workdir, vae_params, progress=progress)
+  vae_params, _ = load.vae_params(workdir)
+  report["vae"] = reconstruction.evaluate_reconstruction(config, workdir, vae_params, progress=progress)
 
   # The judge on real held-out clips: the ceiling, and the flicker reference.
   source = datasets.source(config.data, workdir, "heldout")
@@ -41,7 +42,7 @@ def evaluate(config, workdir: str, progress: bool = True) -> dict:
     videos = generator.generate(prompts, progress=progress)
     seconds = time.perf_counter() - t0
     generate_lib.write_videos(f"{workdir}/eval/{name}", videos, prompts, generator.settings(),
-                              fps=config.data.fps)
+                              fps=config.data.fps, fresh=True)
     report[f"generated_{name}"] = dict(_judged(shapes_judge.judge_batch(videos, prompts, spec)),
                                        seconds=seconds)
   real_flicker = report["real_heldout"]["mean_flicker"]

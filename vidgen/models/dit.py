@@ -2,14 +2,16 @@
 
 Latent [B, F, H, W, C] -> patchify (pt, ph, pw) -> tokens -> blocks of (adaLN-modulated
 self-attention with 3D RoPE and QK-norm, cross-attention to text, adaLN-modulated GELU MLP) ->
-modulated head -> unpatchify to the velocity. Modules and parameters carry Wan's names
-(patch_embedding, text_embedding, time_embedding, time_projection, blocks_i/{self_attn, cross_attn,
-ffn, norm3, modulation}, head/{head, modulation}) so Wan 2.1 checkpoints map on mechanically
-(PyTorch Linear weights transpose; Conv3d OIDHW -> DHWIO). Two additions, off for Wan weights:
-`text_pool` adds a pooled text vector to the time embedding (fast attribute learning for small
-models), and `in_dim` > out_dim leaves room for frame-conditioning channels. With `scan_blocks` the
-blocks are one scanned module whose parameters stack on a leading axis; stack_blocks/unstack_blocks
-convert between the two layouts.
+modulated head -> unpatchify to the velocity. The layout follows Wan 2.1: modules and parameters
+carry Wan's names (patch_embedding, text_embedding, time_embedding, time_projection,
+blocks_i/{self_attn, cross_attn, ffn, norm3, modulation}, head/{head, modulation}), so a key mapping
+from Wan 2.1 checkpoints would be mechanical (PyTorch Linear weights transpose; Conv3d OIDHW ->
+DHWIO), but that mapping is not written yet: no Wan DiT checkpoint loads today (the VAE's does, see
+vae.params_from_wan_state_dict). Two additions, off for Wan's layout: `text_pool` adds a pooled text
+vector to the time embedding (fast attribute learning for small models), and `in_dim` > out_dim
+leaves room for frame-conditioning channels. With `scan_blocks` the blocks are one scanned module
+whose parameters stack on a leading axis; stack_blocks/unstack_blocks convert between the two
+layouts.
 """
 from __future__ import annotations
 

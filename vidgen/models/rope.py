@@ -23,14 +23,13 @@ def _axis_angles(positions: np.ndarray, pairs: int, theta: float) -> np.ndarray:
   return positions[:, None].astype(np.float64) * inv[None]
 
 
-def rope_freqs(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0,
-               offset: tuple[int, int, int] = (0, 0, 0)) -> jnp.ndarray:
+def rope_freqs(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0) -> jnp.ndarray:
   """Angles [F*H*W, head_dim/2] for a token grid (F, H, W) in row-major order."""
   f, h, w = grid
   pt, ph, pw = axis_pairs(head_dim)
-  at = _axis_angles(np.arange(f) + offset[0], pt, theta)
-  ah = _axis_angles(np.arange(h) + offset[1], ph, theta)
-  aw = _axis_angles(np.arange(w) + offset[2], pw, theta)
+  at = _axis_angles(np.arange(f), pt, theta)
+  ah = _axis_angles(np.arange(h), ph, theta)
+  aw = _axis_angles(np.arange(w), pw, theta)
   angles = np.concatenate([
       np.broadcast_to(at[:, None, None], (f, h, w, pt)),
       np.broadcast_to(ah[None, :, None], (f, h, w, ph)),

@@ -38,6 +38,10 @@ space(-time)-to-channel shortcut around every encoder level and its inverse arou
 residual autoencoding, Wan 2.2's ``AvgDown3D`` / ``DupUp3D``), so each level learns a residual over plain
 resampling. Both default off, so the default config stays exactly Wan 2.1.
 
+Sharding: every parameter carries logical axis names (``DHWIO_AXES`` / ``HWIO_AXES`` for conv kernels,
+``CHANNEL_AXES`` for biases and norm gammas), so ``init`` returns ``nn.Partitioned`` leaves (``nn.unbox`` gives
+plain arrays, ``apply`` takes either) and ``rules.VAE_RULES`` shards the kernels over the ``fsdp`` mesh axis.
+
 Wan 2.1 weights (``Wan2.1_VAE.pth``, the default config: dim=96, z_dim=16, dim_mult=(1, 2, 4, 4),
 num_res_blocks=2, attn_scales=(), temporal_downsample=(False, True, True)) map on mechanically, see
 ``wan_key_to_flax_path`` / ``params_from_wan_state_dict``:
@@ -131,6 +135,13 @@ def validate_video_shape(num_frames: int, height: int, width: int, *, spatial_co
     raise ValueError(f"invalid video shape (T, H, W) = ({num_frames}, {height}, {width}): " + "; ".join(problems))
 
 
+# Logical axis names of the parameters (vidgen/parallel/rules.py maps them onto the mesh; VAE_RULES shard conv
+# kernels over fsdp). Boxing a parameter (nn.with_logical_partitioning) changes neither its value nor its path.
+DHWIO_AXES = (None, None, None, "conv_in", "conv_out")  # CausalConv3d kernels
+HWIO_AXES = (None, None, "conv_in", "conv_out")  # Conv2d kernels
+CHANNEL_AXES = ("channels",)  # per-channel vectors: conv biases, RMSNorm gamma / bias
+
+
 def _sub(cache: Cache, name: str) -> Cache:
   return None if cache is None else cache[name]
 
@@ -158,9 +169,10 @@ class Conv2d(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array) -> Array:
-    kernel = self.param("kernel", self.kernel_init, (*self.kernel_size, x.shape[-1], self.features),
-                        self.param_dtype)
-    bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+    kernel = self.param("kernel", nn.with_logical_partitioning(self.kernel_init, HWIO_AXES),
+                        (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, CHANNEL_AXES), (self.features,),
+                      self.param_dtype)
     y = _conv2d(x.astype(self.dtype), kernel.astype(self.dtype), self.strides, self.padding)
     return y + bias.astype(self.dtype)
 
@@ -184,9 +196,10 @@ class CausalConv3d(nn.Module):
   def __call__(self, x: Array, cache: Optional[Array] = None) -> Tuple[Array, Optional[Array]]:
     kt, kh, kw = self.kernel_size
     pt, ph, pw = self.padding if self.padding is not None else (kt // 2, kh // 2, kw // 2)
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (kt, kh, kw, x.shape[-1], self.features),
-                        self.param_dtype)
-    bias = self.param("bias", nn.initializers.zeros, (self.features,), self.param_dtype)
+    kernel = self.param("kernel", nn.with_logical_partitioning(nn.initializers.lecun_normal(), DHWIO_AXES),
+                        (kt, kh, kw, x.shape[-1], self.features), self.param_dtype)
+    bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, CHANNEL_AXES), (self.features,),
+                      self.param_dtype)
     x = x.astype(self.dtype)
     n_cache = 2 * pt
     new_cache = None
@@ -227,12 +240,15 @@ class RMSNorm(nn.Module):
   @nn.compact
   def __call__(self, x: Array) -> Array:
     c = x.shape[-1]
-    gamma = self.param("gamma", nn.initializers.ones, (c,), self.param_dtype)
+    gamma = self.param("gamma", nn.with_logical_partitioning(nn.initializers.ones, CHANNEL_AXES), (c,),
+                       self.param_dtype)
     xf = x.astype(jnp.float32)
     sq = jnp.sum(xf * xf, axis=-1, keepdims=True)
     y = xf * lax.rsqrt(jnp.maximum(sq, self.eps * self.eps)) * (math.sqrt(c) * gamma.astype(jnp.float32))
     if self.use_bias:
-      y = y + self.param("bias", nn.initializers.zeros, (c,), self.param_dtype).astype(jnp.float32)
+      bias = self.param("bias", nn.with_logical_partitioning(nn.initializers.zeros, CHANNEL_AXES), (c,),
+                        self.param_dtype)
+      y = y + bias.astype(jnp.float32)
     return y.astype(self.dtype)
 
 

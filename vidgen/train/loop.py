@@ -16,15 +16,17 @@ from typing import Any, Callable, Iterator
 from absl import logging
 import flax.linen as nn
 import jax
+from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
 from vidgen.parallel import device_peaks
 from vidgen.parallel import mesh as mesh_lib
-from vidgen.train import checkpoint as ckpt_lib
+from vidgen.parallel import sharding as sharding_lib
 from vidgen.train import metrics as metrics_lib
 from vidgen.train import state as state_lib
+from vidgen.weights import checkpoint as ckpt_lib
 
 
 @dataclasses.dataclass
@@ -173,15 +175,27 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
           writer.write(done, scalars)
           bar.set_postfix(loss=f"{scalars['loss']:.4f}", s_per_step=f"{step_time:.2f}")
         bar.update(1)
-        if done % spec.ckpt_every == 0 or done == spec.steps or preempt.requested:
-          checkpointer.save(done, state, spec.data_iter, config, force=preempt.requested)  # async
-        if preempt.requested:
+        stop = preempt.requested if jax.process_count() == 1 else _on_any_process(preempt.requested)
+        if done % spec.ckpt_every == 0 or done == spec.steps or stop:
+          checkpointer.save(done, state, spec.data_iter, config, force=stop)  # async
+        if stop:
           checkpointer.wait()
           logging.warning("%s: SIGTERM at step %d: checkpoint saved, exiting", spec.name, done)
           raise SystemExit(143)
     bar.close()
     writer.close()
   return state
+
+
+def _on_any_process(flag: bool) -> bool:
+  """Whether `flag` is set on any process; every process must call it at the same step boundary.
+
+  SIGTERM reaches one host at a time, and a host that entered the (collective) checkpoint save alone would
+  hang the job, so all hosts agree on the stop step with a one-int all-gather per step: exact, and cheap next
+  to a step. Not jax's multihost_utils.reached_preemption_sync_point: its C++ SIGTERM notifier is replaced by
+  the Python handler of _Preemption, and it needs the coordination service's preemption support besides.
+  """
+  return bool(np.max(multihost_utils.process_allgather(np.int32(flag))))
 
 
 def _accumulated_grads(loss_fn, params, batch, rng, steps: int):
@@ -214,7 +228,7 @@ def abstract_state(create: Callable, rng, mesh, rules):
   """(ShapeDtypeStructs of create(rng), their shardings on `mesh` by the logical axis `rules`); nothing is
   allocated. `create` returns a tree with nn.Partitioned leaves (logical axis names); call under the mesh."""
   boxed = jax.eval_shape(create, rng)
-  shardings = nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
+  shardings = sharding_lib.logical_shardings(boxed, mesh, rules)  # uneven splits fall back (parallel/sharding.py)
   abstract = jax.tree_util.tree_map(lambda x: x.value if isinstance(x, nn.Partitioned) else x, boxed,
                                     is_leaf=lambda x: isinstance(x, nn.Partitioned))
   return abstract, shardings

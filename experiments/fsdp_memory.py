@@ -1,7 +1,8 @@
 """Per-device bytes of a DiT train step under a given mesh, from XLA's memory_analysis (compile only).
 
-Used to check that FSDP really splits the step: parameters, gradients and AdamW moments, and the
-temporaries of the backward pass, should all shrink with the fsdp axis.
+A benchmark helper (experiments/benchmark_dit.py --memory_check, tests/test_fsdp_memory.py) that checks FSDP
+really splits the step: parameters, gradients and AdamW moments, and the temporaries of the backward pass, should
+all shrink with the fsdp axis.
 """
 from __future__ import annotations
 
