@@ -193,7 +193,8 @@ def main(argv):
     print(f"VAE reconstruction PSNR (held-out clips): {result['vae']['psnr_db']:.2f} dB "
           f"(report in {os.path.join(_WORKDIR.value, 'vae', 'report.json')})")
   elif _MODE.value == "generate":
-    print(f"wrote {len(result['index'])} videos and index.json to {result['out_dir']}")
+    n = len(result["index"])
+    print(f"wrote {n} video{'s' if n != 1 else ''} to {result['out_dir']} (entries added to its index.json)")
     for entry in result["index"]:
       if "chunks" in entry or "transition_frames" in entry:
         print(f"  {entry['file']}: {entry['frames']} frames")
