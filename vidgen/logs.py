@@ -43,7 +43,3 @@ def library_output():
     return
   with contextlib.redirect_stdout(io.StringIO()):
     yield
-
-
-def libraries_quiet() -> bool:
-  return _quiet
