@@ -25,10 +25,16 @@ setuptools.setup(
         "tqdm>=4.66",
         "tensorboardX>=2.6",
         "numpy>=1.26",
+        "safetensors>=0.4",  # public weights, read tensor by tensor (vidgen/weights)
+        "tokenizers>=0.20",  # UMT5's tokenizer.json
+        "sentencepiece>=0.2",  # UMT5's spiece.model
+        "ftfy>=6",  # Wan's prompt cleaning, as its reference pipeline does it
     ],
     extras_require={
         "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
+        # The reference implementations: tests/fixtures/wan/make_fixtures.py and vidgen.weights.convert_pth only.
+        "reference": ["torch==2.13.0", "diffusers>=0.35", "transformers>=4.50", "sentencepiece>=0.2", "ftfy"],
     },
 )

@@ -4,14 +4,15 @@ Latent [B, F, H, W, C] -> patchify (pt, ph, pw) -> tokens -> blocks of (adaLN-mo
 self-attention with 3D RoPE and QK-norm, cross-attention to text, adaLN-modulated GELU MLP) ->
 modulated head -> unpatchify to the velocity. The layout follows Wan 2.1: modules and parameters
 carry Wan's names (patch_embedding, text_embedding, time_embedding, time_projection,
-blocks_i/{self_attn, cross_attn, ffn, norm3, modulation}, head/{head, modulation}), so a key mapping
-from Wan 2.1 checkpoints would be mechanical (PyTorch Linear weights transpose; Conv3d OIDHW ->
-DHWIO), but that mapping is not written yet: no Wan DiT checkpoint loads today (the VAE's does, see
-vae.params_from_wan_state_dict). Two additions, off for Wan's layout: `text_pool` adds a pooled text
-vector to the time embedding (fast attribute learning for small models), and `in_dim` > out_dim
-leaves room for frame-conditioning channels. With `scan_blocks` the blocks are one scanned module
-whose parameters stack on a leading axis; stack_blocks/unstack_blocks convert between the two
-layouts.
+blocks_i/{self_attn, cross_attn, ffn, norm3, modulation}, head/{head, modulation}), so the key mapping
+from Wan 2.1 checkpoints is mechanical (PyTorch Linear weights transpose; Conv3d OIDHW -> DHWIO): see
+vidgen/weights/wan_dit.py, which loads and writes both the Wan and the diffusers layout (with
+context_mask=None, as Wan attends to its zero padding: diffusers' WanTransformer3DModel agrees to ~5e-6,
+and Wan's own WanModel to ~5e-7 with `reference_precision`). Two additions, off for Wan's layout:
+`text_pool` adds a pooled text vector to the time embedding (fast attribute learning for small models),
+and `in_dim` > out_dim leaves room for frame-conditioning channels. With `scan_blocks` the blocks are
+one scanned module whose parameters stack on a leading axis; stack_blocks/unstack_blocks convert between
+the two layouts.
 """
 from __future__ import annotations
 
@@ -94,6 +95,10 @@ class DiT(nn.Module):
   text_pool: bool = False
   eps: float = 1e-6
   rope_theta: float = 10000.0
+  # The sinusoidal time embedding and the RoPE tables to float64 accuracy, as Wan's reference computes them
+  # (layers.sinusoidal_embedding(precise=True), rope.rope_freqs(cos_sin=True)); off, in float32 they are off
+  # by up to ~6e-5 (the sinusoid near t = 1000) and ~3e-6 (RoPE on a 480p grid). For running Wan 2.1 weights.
+  reference_precision: bool = False
   remat: str = "none"  # a key of REMAT_POLICIES
   # One block traced once and looped (parameters stacked under `blocks` on a leading 'layers' axis):
   # compile time and HLO size stop growing with depth, and FSDP gathers/reduces one block at a time.
@@ -119,7 +124,7 @@ class DiT(nn.Module):
     x = layers.constrain(x.reshape(b, -1, self.dim), ("activation_batch", "activation_length", "activation_embed"))
 
     # Wan feeds timesteps on a 0..1000 scale.
-    e = layers.sinusoidal_embedding(t * 1000.0, self.freq_dim)
+    e = layers.sinusoidal_embedding(t * 1000.0, self.freq_dim, precise=self.reference_precision)
     e = layers.dense(self.dim, (None, "embed"), "time_embedding_0", **kw)(e)
     e = layers.dense(self.dim, ("embed", "embed_out"), "time_embedding_2", **kw)(nn.silu(e))
     if self.text_pool:
@@ -134,7 +139,7 @@ class DiT(nn.Module):
     ctx = layers.dense(self.dim, ("embed", "embed_out"), "text_embedding_2", **kw)(
         nn.gelu(ctx, approximate=True))
 
-    freqs = rope_lib.rope_freqs(grid, self.dim // self.num_heads, self.rope_theta)
+    freqs = rope_lib.rope_freqs(grid, self.dim // self.num_heads, self.rope_theta, cos_sin=self.reference_precision)
     if self.remat not in REMAT_POLICIES:
       raise ValueError(f"remat={self.remat!r}: allowed {tuple(REMAT_POLICIES)}")
     block_args = (self.num_heads, self.ffn_dim, self.qk_norm, self.cross_attn_norm, self.eps, self.implementation)
@@ -142,7 +147,8 @@ class DiT(nn.Module):
     if self.remat != "none":
       block_cls = nn.remat(block_cls, policy=REMAT_POLICIES[self.remat])
     if self.scan_blocks:
-      x, _ = nn.scan(block_cls, variable_axes={"params": 0}, split_rngs={"params": True},
+      # intermediates: capture_intermediates sees each layer's output, stacked like the params.
+      x, _ = nn.scan(block_cls, variable_axes={"params": 0, "intermediates": 0}, split_rngs={"params": True},
                      in_axes=(nn.broadcast,) * 4, length=self.depth,
                      metadata_params={nn.PARTITION_NAME: "layers"})(*block_args, name="blocks", **kw)(
                          x, e6, ctx, context_mask, freqs)
@@ -182,7 +188,3 @@ def unstack_blocks(params: dict) -> dict:
   rest = {k: v for k, v in params.items() if k != "blocks"}
   depth = jax.tree_util.tree_leaves(params["blocks"])[0].shape[0]
   return {**rest, **{f"blocks_{i}": jax.tree_util.tree_map(lambda a: a[i], params["blocks"]) for i in range(depth)}}
-
-
-def count_params(params) -> int:
-  return int(sum(x.size for x in jax.tree_util.tree_leaves(params)))

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 Dtype = Any
 
@@ -75,12 +76,32 @@ class MLP(nn.Module):
     return dense(x.shape[-1], ("mlp", "embed"), "fc2", **kw)(h)
 
 
-def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10000.0) -> jax.Array:
-  """[B] -> [B, dim] as cat(cos, sin), Wan's sinusoidal_embedding_1d."""
+def sinusoidal_embedding(t: jax.Array, dim: int, max_period: float = 10000.0, precise: bool = False) -> jax.Array:
+  """[B] -> [B, dim] as cat(cos, sin), Wan's sinusoidal_embedding_1d.
+
+  In float32 an argument t * freq near t = 1000 is off by up to an ulp of 1000 (6e-5: the rounding of freq,
+  scaled by t, and of the product), and so is the result. `precise` matches Wan's float64 reference to ~1e-7
+  in float32 arithmetic: t = t_int + t_frac (t_int = round(t), exact) and freq = f_a + f_b (f_a with a 12-bit
+  significand, from float64), so a = t_int * f_a is exact for t < 2048 and the small rest
+  b = t_int * f_b + t_frac * freq carries a tiny absolute error; then cos(a + b) and sin(a + b) by the
+  angle-addition formulas.
+  """
   half = dim // 2
-  freqs = jnp.power(max_period, -jnp.arange(half, dtype=jnp.float32) / half)
-  args = t.astype(jnp.float32)[:, None] * freqs[None]
-  return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+  if not precise:
+    freqs = jnp.power(max_period, -jnp.arange(half, dtype=jnp.float32) / half)
+    args = t.astype(jnp.float32)[:, None] * freqs[None]
+    return jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
+  f64 = np.power(float(max_period), -np.arange(half, dtype=np.float64) / half)
+  mantissa, exponent = np.frexp(f64)
+  f_a = np.ldexp(np.round(mantissa * 2.0 ** 12) / 2.0 ** 12, exponent)
+  f_b, f_a = jnp.asarray(f64 - f_a, jnp.float32), jnp.asarray(f_a, jnp.float32)
+  t = t.astype(jnp.float32)[:, None]
+  t_int = jnp.round(t)
+  t_frac = t - t_int
+  a = t_int * f_a
+  b = t_int * f_b + t_frac * (f_a + f_b)
+  cos_a, sin_a, cos_b, sin_b = jnp.cos(a), jnp.sin(a), jnp.cos(b), jnp.sin(b)
+  return jnp.concatenate([cos_a * cos_b - sin_a * sin_b, sin_a * cos_b + cos_a * sin_b], axis=-1)
 
 
 def constrain(x, axes: Sequence[str | None]):

@@ -23,8 +23,7 @@ def _axis_angles(positions: np.ndarray, pairs: int, theta: float) -> np.ndarray:
   return positions[:, None].astype(np.float64) * inv[None]
 
 
-def rope_freqs(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0) -> jnp.ndarray:
-  """Angles [F*H*W, head_dim/2] for a token grid (F, H, W) in row-major order."""
+def _angles(grid: tuple[int, int, int], head_dim: int, theta: float) -> np.ndarray:
   f, h, w = grid
   pt, ph, pw = axis_pairs(head_dim)
   at = _axis_angles(np.arange(f), pt, theta)
@@ -34,15 +33,26 @@ def rope_freqs(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0
       np.broadcast_to(at[:, None, None], (f, h, w, pt)),
       np.broadcast_to(ah[None, :, None], (f, h, w, ph)),
       np.broadcast_to(aw[None, None, :], (f, h, w, pw))], axis=-1)
-  return jnp.asarray(angles.reshape(f * h * w, head_dim // 2), jnp.float32)
+  return angles.reshape(f * h * w, head_dim // 2)
 
 
-def apply_rope(x: jnp.ndarray, angles: jnp.ndarray) -> jnp.ndarray:
-  """Rotates adjacent pairs (x[2i], x[2i+1]) of x [B, L, N, D] by angles [L, D/2]."""
+def rope_freqs(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0, cos_sin: bool = False):
+  """Angles [F*H*W, head_dim/2] for a token grid (F, H, W) in row-major order; with `cos_sin` their cosines
+  and sines instead, a pair of [F*H*W, head_dim/2] tables computed in float64 (as Wan's reference does: the
+  float32 angles of a large grid are off by ~1e-6) then rounded to float32. apply_rope takes either."""
+  angles = _angles(grid, head_dim, theta)
+  if cos_sin:
+    return jnp.asarray(np.cos(angles), jnp.float32), jnp.asarray(np.sin(angles), jnp.float32)
+  return jnp.asarray(angles, jnp.float32)
+
+
+def apply_rope(x: jnp.ndarray, angles) -> jnp.ndarray:
+  """Rotates adjacent pairs (x[2i], x[2i+1]) of x [B, L, N, D] by angles [L, D/2] (or a (cos, sin) pair of
+  such tables, see rope_freqs)."""
   dtype = x.dtype
   x = x.astype(jnp.float32).reshape(x.shape[:-1] + (-1, 2))
-  cos = jnp.cos(angles)[None, :, None, :]
-  sin = jnp.sin(angles)[None, :, None, :]
+  cos, sin = angles if isinstance(angles, tuple) else (jnp.cos(angles), jnp.sin(angles))
+  cos, sin = cos[None, :, None, :], sin[None, :, None, :]
   x0, x1 = x[..., 0], x[..., 1]
   out = jnp.stack([x0 * cos - x1 * sin, x0 * sin + x1 * cos], axis=-1)
   return out.reshape(out.shape[:-2] + (-1,)).astype(dtype)

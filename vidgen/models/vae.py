@@ -44,7 +44,7 @@ plain arrays, ``apply`` takes either) and ``rules.VAE_RULES`` shards the kernels
 
 Wan 2.1 weights (``Wan2.1_VAE.pth``, the default config: dim=96, z_dim=16, dim_mult=(1, 2, 4, 4),
 num_res_blocks=2, attn_scales=(), temporal_downsample=(False, True, True)) map on mechanically, see
-``wan_key_to_flax_path`` / ``params_from_wan_state_dict``:
+``wan_key_to_flax_path`` / ``params_from_wan_state_dict`` (and ``vidgen.weights.wan_vae`` for files):
 
 ==============================================  ==============================================  ==================
 Wan 2.1 PyTorch state-dict key                  Flax param path (in ``params``)                 tensor transform
@@ -77,20 +77,28 @@ Dropout), and ``downsamples_i`` / ``upsamples_i`` count blocks across levels exa
 Wan's latent normalisation (per-channel mean / std applied in its ``WanVAE`` wrapper) is not applied here; its
 values are ``WAN21_LATENT_MEAN`` / ``WAN21_LATENT_STD`` (normalised latent = (mean - MEAN) / STD).
 
-Deviations from Wan 2.1 (none affects the public weights):
-* Decoder channel schedule: Wan hard-codes "halve ``in_dim`` for levels 1, 2, 3" (because each upsample outputs
-  ``dim // 2``); here it is "every level after the first", identical for 4 levels and well defined for others.
-* Attention placement in the decoder uses the mirrored encoder scale (level ``i`` has scale
-  ``2 ** -(L - 1 - i)``); Wan's decoder starts one octave off. Only matters when ``attn_scales`` is non-empty.
+Parity with Wan 2.1 and diffusers' ``AutoencoderKLWan`` (tests/test_wan_vae.py: encode, decode and the streaming
+decode of random-weight models in both layouts agree to ~1e-5 relative, Wan's own code to diffusers' exactly):
+* Decoder channel schedule: level ``i > 0`` starts at half its width, since each upsample outputs ``dim // 2``
+  (diffusers' rule; Wan hard-codes levels 1, 2, 3, which is the same wherever Wan's code runs: with more than 4
+  levels its shapes do not fit).
+* Attention in the levels (``attn_scales``, empty in every public Wan VAE) is placed as Wan places it: encoder
+  level ``i`` at scale ``2 ** -i``, decoder level ``i`` at ``2 ** -(L - 2 - i)`` (Wan's decoder count starts one
+  octave off the mirror of its encoder), so the parameter trees match Wan's for every ``attn_scales``. diffusers
+  builds none in decoder levels: ``decoder_level_attention=False`` (``wan_vae.vae_config_from_diffusers`` sets
+  it). Neither reference can run level attention (their cached forward hands the cache to attention blocks, which
+  take none), so only the names and shapes are checked there.
 * Wan's non-cached forward skips the temporal resampling; here the full-sequence path computes what Wan's chunked
-  (cached) path computes, which is the behaviour its weights were trained with.
+  (cached) path computes (the first frame alone, then 4 at a time), which is how its weights are used.
+* ``decode`` does not clamp; Wan's ``WanVAE.decode`` and diffusers' ``decode`` clamp to [-1, 1]: clip for parity.
+* Loading either layout (Wan's names above, or diffusers' ``AutoencoderKLWan`` names) with a strict check:
+  ``vidgen.weights.wan_vae.load_vae``; the naming rule lives there, the functions below delegate to it.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-import re
 from typing import Any, Mapping, Optional, Sequence, Tuple
 
 import flax.linen as nn
@@ -99,6 +107,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from vidgen.weights import wan_vae as wan_weights
+
 Array = jax.Array
 Dtype = Any
 Cache = Any  # a pytree of arrays (or None) mirroring the module tree
@@ -106,10 +116,8 @@ Cache = Any  # a pytree of arrays (or None) mirroring the module tree
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
 
 # Per-channel latent statistics of the public Wan 2.1 VAE (from its ``WanVAE`` wrapper).
-WAN21_LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
-                     0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
-WAN21_LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
-                    3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
+WAN21_LATENT_MEAN = wan_weights.WAN21_LATENT_STATS["latents_mean"]
+WAN21_LATENT_STD = wan_weights.WAN21_LATENT_STATS["latents_std"]
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -502,7 +510,9 @@ class Decoder3d(nn.Module):
   upsample that halves the channels), ``head_*`` to ``out_channels``.
 
   Channel schedule (Wan's): ``dims = dim * [dim_mult[-1], *reversed(dim_mult)]``; level ``i`` maps ``dims[i]``
-  (halved for ``i > 0``, since the previous upsample output ``dims[i] // 2``) to ``dims[i + 1]``.
+  (halved for ``i > 0``, since the previous upsample output ``dims[i] // 2``) to ``dims[i + 1]``. Level ``i``
+  has attention after each residual block when Wan's scale for it, ``2 ** -(levels - 2 - i)``, is in
+  ``attn_scales`` and ``level_attention`` (False: none, as diffusers' ``AutoencoderKLWan``).
   """
   dim: int = 96
   z_dim: int = 16
@@ -513,6 +523,7 @@ class Decoder3d(nn.Module):
   spatial_upsample: Sequence[bool] | None = None  # None: every level (Wan)
   level_shortcuts: bool = False  # add shortcut_up around every level (not Wan 2.1)
   temporal_kernel: int = 3  # of every 3x3 conv; 1 makes them per-frame 2D convs (not Wan 2.1)
+  level_attention: bool = True  # False: no attention in the levels whatever attn_scales says (diffusers)
   out_channels: int = 3
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
@@ -532,10 +543,10 @@ class Decoder3d(nn.Module):
       specs = []  # (class, args) of this level's blocks
       in_dim = in_dim // 2 if i > 0 else in_dim
       resample = i != levels - 1
-      scale = 2.0 ** -(levels - 1 - i)
+      scale = 2.0 ** -(levels - 2 - i)  # Wan's count: one octave off the encoder's mirror
       for _ in range(self.num_res_blocks + 1):
         specs.append((ResidualBlock, (in_dim, out_dim, self.dropout, self.temporal_kernel)))
-        if scale in self.attn_scales:
+        if self.level_attention and scale in self.attn_scales:
           specs.append((AttentionBlock, ()))
         in_dim = out_dim
       if resample:
@@ -602,6 +613,7 @@ class VideoVAE(nn.Module):
   temporal_patch_size: int = 1
   level_shortcuts: bool = False
   temporal_kernel: int = 3
+  decoder_level_attention: bool = True  # False: attn_scales act in the encoder only (diffusers' AutoencoderKLWan)
   dropout: float = 0.0
   dtype: Dtype = jnp.float32
   param_dtype: Dtype = jnp.float32
@@ -631,7 +643,8 @@ class VideoVAE(nn.Module):
     self.conv2 = CausalConv3d(self.z_dim, (1, 1, 1), **kw)
     out_channels = 3 * self.temporal_patch_size * self.patch_size ** 2
     self.decoder = Decoder3d(z_dim=self.z_dim, temporal_upsample=tuple(self.temporal_downsample[::-1]),
-                             spatial_upsample=spatial[::-1], out_channels=out_channels, **common)
+                             spatial_upsample=spatial[::-1], out_channels=out_channels,
+                             level_attention=self.decoder_level_attention, **common)
 
   def level_shortcut_mismatches(self) -> list:
     """``[(where, from_channels, to_channels)]`` of level shortcuts whose channel counts do not divide."""
@@ -769,27 +782,15 @@ class VideoVAE(nn.Module):
 
 def wan_key_to_flax_path(key: str) -> Tuple[str, ...]:
   """``'decoder.upsamples.3.resample.1.weight'`` -> ``('decoder', 'upsamples_3', 'resample_1', 'kernel')``."""
-  parts = re.sub(r"\.(\d+)(?=\.)", r"_\1", key).split(".")
-  return (*parts[:-1], "kernel" if parts[-1] == "weight" else parts[-1])
+  return wan_weights.wan_key_to_flax_path(key)
 
 
 def wan_tensor_to_flax(key: str, value: np.ndarray) -> np.ndarray:
   """PyTorch layout -> Flax layout: OIDHW -> DHWIO, OIHW -> HWIO, RMS ``gamma`` (C, 1, ..) -> (C,)."""
-  value = np.asarray(value)
-  if key.endswith("gamma"):
-    return value.reshape(value.shape[0])
-  if key.endswith("weight"):
-    return value.transpose(2, 3, 4, 1, 0) if value.ndim == 5 else value.transpose(2, 3, 1, 0)
-  return value
+  return wan_weights.wan_tensor_to_flax(key, value)
 
 
 def params_from_wan_state_dict(state_dict: Mapping[str, Any]) -> dict:
-  """A Wan 2.1 VAE state dict (name -> numpy array) -> a nested Flax ``params`` dict for ``VideoVAE()``."""
-  params: dict = {}
-  for key, value in state_dict.items():
-    *path, leaf = wan_key_to_flax_path(key)
-    node = params
-    for p in path:
-      node = node.setdefault(p, {})
-    node[leaf] = wan_tensor_to_flax(key, value)
-  return params
+  """A Wan 2.1 VAE state dict (name -> numpy array) -> a nested Flax ``params`` dict for ``VideoVAE()``
+  (unchecked; ``vidgen.weights.wan_vae.load_vae`` checks and streams a file in either layout)."""
+  return wan_weights.params_from_state_dict(state_dict)
