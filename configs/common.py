@@ -5,6 +5,10 @@ import ml_collections
 def get_base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.seed = 0
+  # The model family: vidgen's own (trained in a workdir) or public weights (configs/wan.py: 'wan2.1', read from
+  # the checkpoint folder `weights`).
+  c.model = "vidgen"
+  c.weights = ""
 
   c.data = ml_collections.ConfigDict()
   c.data.name = "shapes"
@@ -48,10 +52,12 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.vae.temporal_kernel = 3  # of the 3x3 convs; 1 = per-frame 2D convs (cheap with temporal_patch_size > 1)
   c.vae.level_shortcuts = False  # parameter-free space-to-channel shortcuts around each level (DC-AE, Wan 2.2)
   c.vae.dropout = 0.0
+  c.vae.decoder_level_attention = True  # False: no attention inside decoder levels, as diffusers' AutoencoderKLWan
   c.vae.dtype = "float32"  # compute dtype (bfloat16 on accelerators); parameters stay float32
 
   # Jointly trained text encoder over a hashed word tokenizer.
   c.text = ml_collections.ConfigDict()
+  c.text.encoder = "embedded"  # embedded: trained jointly with the DiT (models/text.py); umt5: Wan's, frozen
   c.text.vocab_size = 4096
   c.text.max_length = 32
   c.text.width = 128
@@ -120,6 +126,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.sample.seed = 0
   c.sample.batch_size = 32
   c.sample.use_ema = True
+  c.sample.negative_prompt = ""  # what classifier-free guidance steers away from ('' = unconditional)
 
   c.eval = ml_collections.ConfigDict()
   c.eval.num_prompts = 64

@@ -5,11 +5,16 @@ import os
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def load_config(preset: str = "test", **overrides):
-  spec = importlib.util.spec_from_file_location("shapes_config", os.path.join(ROOT, "configs", "shapes.py"))
+def load_config(preset: str = "test", config_file: str = "shapes.py", **overrides):
+  """A preset of configs/CONFIG_FILE with dotted overrides ('train_dit.steps': 4), loaded as the CLI loads it."""
+  spec = importlib.util.spec_from_file_location(f"{config_file[:-3]}_config",
+                                                os.path.join(ROOT, "configs", config_file))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  config = module.get_config(preset)
+  return override(module.get_config(preset), **overrides)
+
+
+def override(config, **overrides):
   for dotted, value in overrides.items():
     node = config
     *parents, leaf = dotted.split(".")

@@ -10,6 +10,7 @@ import optax
 import pytest
 
 from vidgen.models import vae as V
+from vidgen.weights import wan_vae
 
 # Tiny config: 4x spatial (8x with patch 2), 4x temporal compression.
 TINY = dict(dim=8, z_dim=4, dim_mult=(1, 2, 2), num_res_blocks=1, temporal_downsample=(True, True))
@@ -300,18 +301,18 @@ def test_wan_name_mapping_matches_default_tree():
   model = V.VideoVAE()  # Wan 2.1 defaults
   params = nn.unbox(jax.eval_shape(lambda x: model.init({"params": _key(0)}, x),
                                    jax.ShapeDtypeStruct((1, 1, 16, 16, 3), jnp.float32))["params"])
-  assert V.wan_key_to_flax_path("decoder.upsamples.3.resample.1.weight") == (
+  assert wan_vae.wan_key_to_flax_path("decoder.upsamples.3.resample.1.weight") == (
       "decoder", "upsamples_3", "resample_1", "kernel")
   flat = {tuple(k.key for k in path): leaf for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
   for key, shape in WAN_KEYS.items():
-    path = V.wan_key_to_flax_path(key)
+    path = wan_vae.wan_key_to_flax_path(key)
     assert path in flat, key
-    assert V.wan_tensor_to_flax(key, np.zeros(shape, np.float32)).shape == flat[path].shape, key
+    assert wan_vae.wan_tensor_to_flax(key, np.zeros(shape, np.float32)).shape == flat[path].shape, key
   # Nothing beyond Wan's module tree: the decoder has 15 upsamples blocks, the encoder 11 downsamples blocks.
   assert sorted(params["decoder"], key=str) == sorted(
       ["conv1", "head_0", "head_2", *[f"middle_{i}" for i in range(3)], *[f"upsamples_{i}" for i in range(15)]])
   assert len([k for k in params["encoder"] if k.startswith("downsamples_")]) == 11
-  converted = V.params_from_wan_state_dict({k: np.zeros(s, np.float32) for k, s in WAN_KEYS.items()})
+  converted = wan_vae.params_from_state_dict({k: np.zeros(s, np.float32) for k, s in WAN_KEYS.items()})
   assert converted["decoder"]["upsamples_3"]["resample_1"]["kernel"].shape == (3, 3, 384, 192)
 
 

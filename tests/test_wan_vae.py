@@ -72,7 +72,7 @@ def test_config_from_diffusers_json(vae):
   assert mean.shape == std.shape == (4,) and mean.dtype == np.float32
   defaults, _, wan_std = wan_vae.vae_config_from_diffusers({"_class_name": "AutoencoderKLWan"})  # Wan 2.1's
   assert defaults["dim"] == 96 and defaults["z_dim"] == 16
-  np.testing.assert_array_equal(wan_std, np.float32(V.WAN21_LATENT_STD))
+  np.testing.assert_array_equal(wan_std, np.float32(wan_vae.WAN21_LATENT_STATS["latents_std"]))
   for bad, field in ((dict(is_residual=True), "is_residual"), (dict(decoder_base_dim=8), "decoder_base_dim"),
                      (dict(new_field=1), "new_field"), (dict(scale_factor_spatial=16), "scale_factor_spatial")):
     with pytest.raises(safetensors_io.WeightsError, match=field):

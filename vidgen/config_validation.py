@@ -12,7 +12,9 @@ from vidgen.models import build
 from vidgen.models import dit as dit_lib
 
 
-COMPUTE_DTYPES = ("float32", "bfloat16")
+COMPUTE_DTYPES = ("float32", "bfloat16", "auto")  # auto: bfloat16 on accelerators, float32 on CPU
+MODELS = ("vidgen", "wan2.1")
+TEXT_ENCODERS = ("embedded", "umt5")
 
 
 class ConfigError(ValueError):
@@ -51,6 +53,12 @@ def _validate_media(config, tc: int, sc: int) -> None:
 
 def validate(config) -> None:
   d, v, dit, text, s = config.data, config.vae, config.dit, config.text, config.sample
+  _require(config.model in MODELS, "model", config.model, f"allowed {MODELS}")
+  _require(text.encoder in TEXT_ENCODERS, "text.encoder", text.encoder, f"allowed {TEXT_ENCODERS}")
+  _require((config.model == "wan2.1") == (text.encoder == "umt5"), "text.encoder", text.encoder,
+           "model='wan2.1' reads UMT5 contexts (text.encoder='umt5'), vidgen's own models train the embedded one")
+  _require(config.model == "vidgen" or bool(config.weights), "weights", config.weights,
+           f"model={config.model!r} needs the checkpoint folder, e.g. --config.weights=DIR")
   _require(len(v.temporal_downsample) == len(v.dim_mult) - 1, "vae.temporal_downsample", tuple(v.temporal_downsample),
            f"needs one flag per downsampling level, i.e. len(vae.dim_mult) - 1 = {len(v.dim_mult) - 1} flags")
   _require(len(v.spatial_downsample) == len(v.dim_mult) - 1, "vae.spatial_downsample", tuple(v.spatial_downsample),

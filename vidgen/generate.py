@@ -18,13 +18,18 @@ from vidgen.diffusion import conditioning
 from vidgen.diffusion import sampling
 from vidgen.models import build
 from vidgen.models import load
+from vidgen.models import umt5
 from vidgen.models import vae_codec
+from vidgen.models import wan
 
 
 class Generator:
-  """Holds the frozen VAE and the (EMA) denoiser of a workdir and samples videos for prompts."""
+  """Samples videos for prompts from a frozen VAE and a denoiser: vidgen's own (a trained workdir, below) or
+  public weights (WanGenerator). Sampling, guidance, frame conditioning and decoding are shared; a family
+  supplies how prompts become text contexts and how the denoiser is called."""
 
   def __init__(self, config, workdir: str, use_ema: bool | None = None):
+    """The VAE and the (EMA) text encoder + DiT of a trained workdir (config.model='vidgen')."""
     load.require_checkpoint(workdir, "vae")
     load.require_checkpoint(workdir, "dit")
     self.config = config
@@ -36,9 +41,14 @@ class Generator:
     self.temporal_compression, self.spatial_compression = build.compression(config)
     self._check_shapes(workdir)
     self.tokenizer = build.tokenizer(config)
-    self.grid = build.latent_grid(config)
     self._encode_text = jax.jit(lambda p, ids: self.model.apply({"params": p}, ids, method=self.model.encode_text))
-    self.frame_conditioning = bool(config.dit.frame_conditioning)
+    self._denoise = lambda params, *args: self.model.apply({"params": params}, *args, method=self.model.velocity)
+    self._setup(config, frame_conditioning=bool(config.dit.frame_conditioning))
+
+  def _setup(self, config, frame_conditioning: bool):
+    """What every family shares: the latent grid, the jitted guided velocity and the VAE's functions."""
+    self.grid = build.latent_grid(config)
+    self.frame_conditioning = frame_conditioning
     self._velocity = jax.jit(self._cond_uncond_velocity)
     self._encode = vae_codec.encode_fn(config)
     vae = build.vae(config)
@@ -46,6 +56,11 @@ class Generator:
         {"params": p}, conditioning.blank_unknown(vae_codec.to_model_input(v), m), method=vae.encode))
     self._decode = vae_codec.decode_fn(config)
     self._decode_continued = vae_codec.decode_continued_fn(config)
+
+  def encode_prompts(self, prompts: list[str]):
+    """(context, mask, pooled) of the text encoder for prompts ('' is the unconditional all-padding text)."""
+    ids, _ = self.tokenizer.encode_batch(prompts)
+    return self._encode_text(self.params, ids)
 
   def _check_shapes(self, workdir: str):
     """The checkpoint must be the model the config describes: one line naming the first leaf that differs."""
@@ -70,9 +85,8 @@ class Generator:
       x = conditioning.model_input(x, y, mask)
     xx = jnp.concatenate([x, x])
     tt = jnp.full((xx.shape[0],), t, jnp.float32)
-    v = self.model.apply({"params": params}, xx, tt, jnp.concatenate([ctx_c, ctx_u]),
-                         jnp.concatenate([mask_c, mask_u]), jnp.concatenate([pool_c, pool_u]),
-                         method=self.model.velocity)
+    v = self._denoise(params, xx, tt, jnp.concatenate([ctx_c, ctx_u]), jnp.concatenate([mask_c, mask_u]),
+                      jnp.concatenate([pool_c, pool_u]))
     return v[: x.shape[0]], v[x.shape[0]:]
 
   def encode(self, videos) -> jnp.ndarray:
@@ -86,9 +100,10 @@ class Generator:
     mean, _ = self._encode_model_space(self.vae_params, jnp.asarray(frames), jnp.asarray(frame_mask, jnp.float32))
     return (mean - self.latent_mean) / self.latent_std, conditioning.latent_mask(frame_mask, self.temporal_compression)
 
-  def decode(self, latents) -> np.ndarray:
-    """uint8 videos [N, T, H, W, 3] of normalised latents [N, T_lat, h, w, z]."""
-    return vae_codec.to_uint8(self._decode(self.vae_params, latents * self.latent_std + self.latent_mean))
+  def decode(self, latents, as_uint8: bool = True) -> np.ndarray:
+    """uint8 videos [N, T, H, W, 3] of normalised latents [N, T_lat, h, w, z] (or the VAE's pixels in [-1, 1])."""
+    pixels = self._decode(self.vae_params, latents * self.latent_std + self.latent_mean)
+    return vae_codec.to_uint8(pixels) if as_uint8 else np.asarray(pixels)
 
   def decode_continued(self, latents, cache=None) -> tuple[np.ndarray, object]:
     """(uint8 frames, cache) of normalised latents that continue those decoded by the call that returned
@@ -98,13 +113,15 @@ class Generator:
 
   def sample_latents(self, prompts: list[str], seed: int | None = None, *, steps: int | None = None,
                      solver: str | None = None, cfg_scale: float | None = None, shift: float | None = None,
-                     frames=None, frame_mask=None, source=None, strength: float = 1.0, progress: bool = True):
+                     frames=None, frame_mask=None, source=None, strength: float = 1.0, noise=None,
+                     progress: bool = True):
     """Normalised latents [N, T_lat, h, w, z]; video i starts from the noise of seed + i, whatever the batching.
 
     frames uint8 [N, F, H, W, 3] with frame_mask [N, F] (1 on known frames): frame conditioning; latent frames
     whose frames and all before them are known are written back into the result (they come back through the
     VAE as given). source [N, T_lat, h, w, z] with strength in (0, 1]: start from the source noised to
-    t = strength instead of pure noise (editing: low strength keeps layout and motion)."""
+    t = strength instead of pure noise (editing: low strength keeps layout and motion). noise
+    [N, T_lat, h, w, z]: start from this noise instead of drawing it (to reproduce another implementation's run)."""
     s = self.config.sample
     seed = s.seed if seed is None else seed
     steps, solver = steps or s.steps, solver or s.solver
@@ -124,32 +141,38 @@ class Generator:
         raise ValueError(f"known frames {np.shape(frames)} with mask {np.shape(frame_mask)}: need [N, 1 + {tc} k, "
                          f"H, W, 3] with H and W multiples of {sc} and a mask [N, frames]")
       grid = build.latent_grid(self.config, f, h, w)
+    elif noise is not None:
+      grid = tuple(np.shape(noise)[1:4])
     else:
       grid = tuple(source.shape[1:4]) if source is not None else self.grid
     out = []
     for start in range(0, len(prompts), s.batch_size):
       batch = slice(start, start + s.batch_size)
-      ids, _ = self.tokenizer.encode_batch(prompts[batch])
-      text_c = self._encode_text(self.params, ids)
-      text_u = self._encode_text(self.params, np.zeros_like(ids))
       n = len(prompts[batch])
-      x = jnp.stack([jax.random.normal(jax.random.key(seed + start + i), (*grid, self.config.vae.z_dim))
-                     for i in range(n)])
+      text_c = self.encode_prompts(prompts[batch])
+      text_u = self.encode_prompts([s.negative_prompt] * n)  # guidance steers away from it
+      if noise is not None:
+        x = jnp.asarray(noise[batch], jnp.float32)
+      else:
+        x = jnp.stack([jax.random.normal(jax.random.key(seed + start + i), (*grid, self.config.vae.z_dim))
+                       for i in range(n)])
       if source is not None:
         x = (1.0 - strength) * jnp.asarray(source[batch]) + strength * x
-      if frames is not None:
-        known, known_mask = frames[batch], frame_mask[batch]
-      else:  # nothing known: y is still the encoding of the (blank) clip, as in training's 'none' task
-        t_lat, h, w = grid
-        known = np.zeros((n, 1 + tc * (t_lat - 1), h * sc, w * sc, 3), np.uint8)
-        known_mask = np.zeros(known.shape[:2], np.float32)
-      y, m = self.condition(known, known_mask)
-      write_back = conditioning.known_prefix(jnp.asarray(known_mask), tc)
+      y = m = write_back = None
+      if self.frame_conditioning:
+        if frames is not None:
+          known, known_mask = frames[batch], frame_mask[batch]
+        else:  # nothing known: y is still the encoding of the (blank) clip, as in training's 'none' mask
+          t_lat, h, w = grid
+          known = np.zeros((n, 1 + tc * (t_lat - 1), h * sc, w * sc, 3), np.uint8)
+          known_mask = np.zeros(known.shape[:2], np.float32)
+        y, m = self.condition(known, known_mask)
+        write_back = conditioning.known_prefix(jnp.asarray(known_mask), tc)
       cond_uncond = lambda x, t: self._velocity(self.params, x, t, text_c, text_u, y, m)
       z = sampling.sample(sampling.guided(cond_uncond, cfg_scale), x, num_steps=steps, solver=solver,
                           shift=shift, t_start=strength, progress=progress,
                           desc=f"sampling {start + n}/{len(prompts)}")
-      out.append(jnp.where(write_back[:, :, None, None, None], y, z))
+      out.append(z if write_back is None else jnp.where(write_back[:, :, None, None, None], y, z))
     return jnp.concatenate(out)
 
   def generate(self, prompts: list[str], seed: int | None = None, *, progress: bool = True, **kwargs) -> np.ndarray:
@@ -161,10 +184,37 @@ class Generator:
   def settings(self, seed=None, **overrides) -> dict:
     s = self.config.sample
     d = dict(steps=s.steps, solver=s.solver, cfg_scale=s.cfg_scale, shift=s.shift, seed=s.seed)
+    if s.negative_prompt:
+      d["negative_prompt"] = s.negative_prompt
     d.update({k: v for k, v in overrides.items() if v is not None})
     if seed is not None:
       d["seed"] = seed
     return d
+
+
+class WanGenerator(Generator):
+  """Samples with public Wan 2.1 text-to-video weights (config.model='wan2.1', the folder config.weights): UMT5
+  contexts zero-padded to text.max_length and attended to whole, guidance against sample.negative_prompt, the
+  DiT without frame conditioning, the VAE's latents normalised by the checkpoint's statistics."""
+
+  def __init__(self, config, shardings=None):
+    self.config, folder, found = wan.resolve(config)
+    config = self.config
+    weights = wan.load(config, folder, found, shardings)
+    self.folder = folder
+    self.vae_params, self.params = weights.vae, {"dit": weights.dit, "text_encoder": weights.text_encoder}
+    self.latent_mean, self.latent_std = jnp.asarray(weights.latent_mean), jnp.asarray(weights.latent_std)
+    self.tokenizer = weights.tokenizer
+    self.temporal_compression, self.spatial_compression = build.compression(config)
+    dit, text_encoder, length = build.dit(config), build.umt5(config), config.text.max_length
+    self._encode_text = jax.jit(lambda p, ids, mask: umt5.wan_context(
+        text_encoder.apply({"params": p}, ids, mask), mask, length))
+    self._denoise = lambda params, *args: dit.apply({"params": params["dit"]}, *args)
+    self._setup(config, frame_conditioning=False)
+
+  def encode_prompts(self, prompts: list[str]):
+    ids, mask = self.tokenizer(prompts)
+    return self._encode_text(self.params["text_encoder"], ids, mask)
 
 
 def slug(text: str, max_len: int = 40) -> str:

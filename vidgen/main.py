@@ -28,10 +28,12 @@ from vidgen.data import media
 from vidgen.evaluate import evaluate as evaluate_lib
 from vidgen.evaluate import reconstruction
 from vidgen.models import load
+from vidgen.models import wan
 from vidgen.parallel import distributed
 from vidgen.parallel import mesh as mesh_lib
 from vidgen.train import dit_trainer
 from vidgen.train import vae_trainer
+from vidgen.weights import safetensors_io
 
 MODES = ("all", "data", "train_vae", "train_dit", "generate", "evaluate", "evaluate_vae")
 
@@ -59,6 +61,8 @@ _STRENGTH = flags.DEFINE_float("strength", None, "--task=edit: noise level in (0
 _OVERLAP = flags.DEFINE_integer("overlap", None, "--task=extend/connect: frames of a neighbour that condition a "
                                 "chunk's end (default: extend 1 + the VAE's temporal compression, connect "
                                 "1 + (frames - 1) // 4).")
+_INIT_NOISE = flags.DEFINE_string("init_noise", None, "--task=t2v/image: start sampling from this noise (.npy in "
+                                   "diffusers' latent layout [B, C, F, H, W]) to reproduce another implementation's run.")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "Hide progress bars.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "off", ("off", "auto", "flags"),
@@ -83,6 +87,12 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
     if mode != "generate":
       raise config_validation.ConfigError(f"--size and --frames apply to --mode=generate, not --mode={mode}")
     config = config_validation.with_output_shape(config, size, frames)
+  if config.model == "wan2.1":
+    config = wan.resolve(config)[0]  # the folder's shapes, checked before anything loads
+    config_validation.validate(config)
+  if config.model != "vidgen" and mode != "generate":
+    raise config_validation.ConfigError(f"config.model={config.model!r} (public weights) runs --mode=generate; "
+                                        f"--mode={mode} trains or judges vidgen's own models")
   os.makedirs(workdir, exist_ok=True)
   timings = {}
   result = {}
@@ -125,7 +135,8 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
     _write_json(os.path.join(workdir, "vae", "report.json"), result)
   if mode == "generate":
     inputs = tasks.load_inputs(config, prompts, request)
-    generator = generate_lib.Generator(config, workdir)
+    generator = (generate_lib.WanGenerator(config) if config.model == "wan2.1"
+                 else generate_lib.Generator(config, workdir))
     result = tasks.run(generator, inputs, out_dir or os.path.join(workdir, "samples"), seed=seed, progress=progress)
   return result
 
@@ -181,9 +192,9 @@ def main(argv):
                  frames=_FRAMES.value,
                  task=tasks.Request(name=_TASK.value, images=list(_IMAGE.value), videos=list(_VIDEO.value),
                                     at=list(_AT.value), direction=_DIRECTION.value, times=_TIMES.value,
-                                    strength=_STRENGTH.value, overlap=_OVERLAP.value))
+                                    strength=_STRENGTH.value, overlap=_OVERLAP.value, init_noise=_INIT_NOISE.value))
   except (config_validation.ConfigError, load.MissingCheckpointError, tasks.TaskError,
-          generate_lib.OutputDirError) as e:
+          generate_lib.OutputDirError, safetensors_io.WeightsError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
   if _MODE.value in ("all", "evaluate") and result:  # media runs of 'all' have no Shapes report

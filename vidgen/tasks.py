@@ -237,6 +237,7 @@ class Request:
   times: int = 1
   strength: float | None = None
   overlap: int | None = None
+  init_noise: str | None = None  # a .npy of noise in diffusers' latent layout [B, C, F, H, W]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -248,6 +249,7 @@ class Inputs:
   videos: list
   at: list
   overlap: int | None
+  noise: np.ndarray | None = None  # [B, T_lat, h, w, z], from request.init_noise
 
 
 # The options beyond images and videos, how to tell that a request sets one, and what it is for.
@@ -257,6 +259,7 @@ OPTIONS = {
     "times": (lambda r: r.times != 1, "sets the chunks --task=extend adds"),
     "direction": (lambda r: r.direction != "forward", "sets which way --task=extend goes"),
     "overlap": (lambda r: r.overlap is not None, "sets the conditioning frames of --task=extend and connect"),
+    "init_noise": (lambda r: r.init_noise is not None, "sets the starting noise of --task=t2v and image"),
 }
 
 
@@ -271,6 +274,7 @@ class Task:
   frames: int | None = None        # frames per chunk when --frames is not given (None: config.data.num_frames)
   motion: bool = True              # needs chunks of more than one frame
   ends: int = 0                    # chunk ends conditioned on `overlap` frames of a neighbour (extend 1, connect 2)
+  known_frames: bool = False       # needs a frame-conditioned DiT (config.dit.frame_conditioning)
   check: Callable | None = None    # (request, frames) -> None: checks of its own before any file is read
   # Batch tasks: (generator, inputs, seed, progress) -> (uint8 videos [N, T, H, W, 3], settings for the index).
   # Streaming tasks (one long video): (generator, inputs, seed, progress, path) -> (index entry, settings).
@@ -296,7 +300,8 @@ def _check_interpolate(request: Request, frames: int):
 
 
 def _make_t2v(generator, inputs: Inputs, seed, progress):
-  return generator.generate(inputs.prompts, seed, progress=progress), {}
+  extra = {"init_noise": inputs.request.init_noise} if inputs.noise is not None else {}
+  return generator.generate(inputs.prompts, seed, noise=inputs.noise, progress=progress), extra
 
 
 def _make_i2v(generator, inputs: Inputs, seed, progress):
@@ -329,18 +334,19 @@ def _make_connect(generator, inputs: Inputs, seed, progress, path):
 
 
 TASKS = {t.name: t for t in (
-    Task("t2v", "text to video", motion=False, make=_make_t2v),
-    Task("image", "text to one image (a 1-frame video, also written as a PNG)", frames=1, motion=False,
-         make=_make_t2v),
+    Task("t2v", "text to video", options=("init_noise",), motion=False, make=_make_t2v),
+    Task("image", "text to one image (a 1-frame video, also written as a PNG)", options=("init_noise",), frames=1,
+         motion=False, make=_make_t2v),
     Task("i2v", "image to video: --image is the first frame, the prompt guides the motion", images=1,
-         make=_make_i2v),
+         known_frames=True, make=_make_i2v),
     Task("extend", "continue --video by --times chunks, --direction forward or backward, into one mp4", videos=1,
-         options=("times", "direction", "overlap"), one_prompt=True, ends=1, check=_check_extend,
-         make=_make_extend, streams=True),
+         options=("times", "direction", "overlap"), one_prompt=True, ends=1, known_frames=True,
+         check=_check_extend, make=_make_extend, streams=True),
     Task("interpolate", "fill the frames between keyframes: --image files or one --video's frames, at --at times",
-         images=None, videos=None, options=("at",), check=_check_interpolate, make=_make_interpolate),
+         images=None, videos=None, options=("at",), known_frames=True, check=_check_interpolate,
+         make=_make_interpolate),
     Task("connect", "a transition from the end of the first --video to the start of the second", videos=2,
-         options=("overlap",), one_prompt=True, ends=2, make=_make_connect, streams=True),
+         options=("overlap",), one_prompt=True, ends=2, known_frames=True, make=_make_connect, streams=True),
     Task("edit", "re-generate --video under the prompt from its latent noised to --strength", videos=1,
          options=("strength",), check=_check_edit, make=_make_edit),
 )}
@@ -374,6 +380,9 @@ def load_inputs(config, prompts: Sequence[str], request: Request) -> Inputs:
     raise TaskError(f"--task={task.name} makes {task.frames} frame(s), not --frames={frames}")
   if task.motion and frames == 1:
     raise TaskError(f"--task={task.name} needs more than one frame per chunk")
+  if task.known_frames and not config.dit.frame_conditioning:
+    raise TaskError(f"--task={task.name} needs a frame-conditioned DiT (config.dit.frame_conditioning); this one "
+                    f"({config.model}) takes {', '.join(n for n, t in TASKS.items() if not t.known_frames)}")
   if task.check:
     task.check(request, frames)
   overlap = None
@@ -392,7 +401,24 @@ def load_inputs(config, prompts: Sequence[str], request: Request) -> Inputs:
       if max(at) >= len(loaded["videos"][0]):
         raise TaskError(f"keyframe time {max(at)} is outside --video {videos[0]} ({len(loaded['videos'][0])} frames)")
       loaded["images"] = [loaded["videos"][0][t] for t in at]
-  return Inputs(request=request, prompts=prompts, at=at, overlap=overlap, **loaded)
+  noise = None if request.init_noise is None else load_noise(request.init_noise, config, len(prompts))
+  return Inputs(request=request, prompts=prompts, at=at, overlap=overlap, noise=noise, **loaded)
+
+
+def load_noise(path: str, config, count: int) -> np.ndarray:
+  """float32 [count, T_lat, h, w, z] from a .npy in diffusers' latent layout [count, z, T_lat, h, w], checked
+  against the generation shape (config.data, or --size and --frames)."""
+  if not os.path.isfile(path):
+    raise TaskError(f"--init_noise={path}: no such file")
+  try:
+    noise = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise TaskError(f"--init_noise={path}: not a .npy array ({type(e).__name__})") from None
+  want = (count, config.vae.z_dim, *build.latent_grid(config))
+  if noise.shape != want:
+    raise TaskError(f"--init_noise={path} has shape {noise.shape}: {count} prompt(s) at this size need {want} "
+                    "(diffusers' latent layout [B, C, F, H, W])")
+  return np.ascontiguousarray(np.moveaxis(noise.astype(np.float32), 1, -1))
 
 
 def run(generator, inputs: Inputs, out_dir: str, *, seed: int | None = None, progress: bool = True) -> dict:

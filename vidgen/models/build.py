@@ -7,12 +7,22 @@ from __future__ import annotations
 
 import math
 
+import jax
 import jax.numpy as jnp
 
 from vidgen.diffusion import conditioning
+from vidgen.models import dit as dit_lib
 from vidgen.models import t2v
 from vidgen.models import tokenizer as tokenizer_lib
+from vidgen.models import umt5 as umt5_lib
 from vidgen.models import vae as vae_lib
+
+
+def compute_dtype(name: str):
+  """A config's compute dtype: 'auto' is bfloat16 on accelerators and float32 on CPU (where bf16 is slow)."""
+  if name == "auto":
+    return jnp.bfloat16 if jax.default_backend() != "cpu" else jnp.float32
+  return jnp.dtype(name)
 
 
 def vae(config) -> vae_lib.VideoVAE:
@@ -22,7 +32,8 @@ def vae(config) -> vae_lib.VideoVAE:
                           attn_scales=tuple(v.attn_scales), temporal_downsample=tuple(v.temporal_downsample),
                           spatial_downsample=tuple(v.spatial_downsample), patch_size=v.patch_size,
                           temporal_patch_size=v.temporal_patch_size, level_shortcuts=v.level_shortcuts,
-                          temporal_kernel=v.temporal_kernel, dropout=v.dropout, dtype=jnp.dtype(v.dtype))
+                          temporal_kernel=v.temporal_kernel, dropout=v.dropout,
+                          decoder_level_attention=v.decoder_level_attention, dtype=compute_dtype(v.dtype))
 
 
 def compression(config) -> tuple[int, int]:
@@ -62,18 +73,36 @@ def text_tokens(config) -> int:
   return 1 + config.text.max_length
 
 
+def _dit_kwargs(config) -> dict:
+  dit = config.dit
+  return dict(patch_size=tuple(dit.patch_size), in_dim=dit_in_dim(config), out_dim=config.vae.z_dim, dim=dit.dim,
+              ffn_dim=dit.ffn_dim, freq_dim=dit.freq_dim, num_heads=dit.num_heads, depth=dit.depth,
+              qk_norm=dit.qk_norm, cross_attn_norm=dit.cross_attn_norm, text_pool=dit.text_pool, remat=dit.remat,
+              scan_blocks=dit.scan_blocks, implementation=dit.attention)
+
+
 def denoiser(config) -> t2v.TextToVideo:
-  """The text encoder and DiT of config.text and config.dit, trained jointly as one module."""
-  text, dit = config.text, config.dit
+  """The text encoder and DiT of config.text and config.dit, trained jointly as one module (model='vidgen')."""
+  text = config.text
   return t2v.TextToVideo(
-      dtype=jnp.dtype(dit.dtype),
+      dtype=compute_dtype(config.dit.dtype),
       text_kwargs=dict(vocab_size=text.vocab_size, max_length=text.max_length, width=text.width,
-                       depth=text.depth, num_heads=text.num_heads, implementation=dit.attention),
-      dit_kwargs=dict(patch_size=tuple(dit.patch_size), in_dim=dit_in_dim(config), out_dim=config.vae.z_dim,
-                      dim=dit.dim, ffn_dim=dit.ffn_dim, freq_dim=dit.freq_dim, num_heads=dit.num_heads,
-                      depth=dit.depth, qk_norm=dit.qk_norm, cross_attn_norm=dit.cross_attn_norm,
-                      text_pool=dit.text_pool, remat=dit.remat, scan_blocks=dit.scan_blocks,
-                      implementation=dit.attention))
+                       depth=text.depth, num_heads=text.num_heads, implementation=config.dit.attention),
+      dit_kwargs=_dit_kwargs(config))
+
+
+def dit(config) -> dit_lib.DiT:
+  """The DiT alone, reading a frozen text encoder's context (model='wan2.1'): Wan's sinusoid and RoPE accuracy."""
+  return dit_lib.DiT(**_dit_kwargs(config), reference_precision=True, dtype=compute_dtype(config.dit.dtype))
+
+
+def umt5(config) -> umt5_lib.UMT5Encoder:
+  """Wan's frozen UMT5 text encoder of config.text (text.encoder='umt5')."""
+  t = config.text
+  return umt5_lib.UMT5Encoder(vocab_size=t.vocab_size, d_model=t.width, d_kv=t.d_kv, d_ff=t.d_ff,
+                              num_heads=t.num_heads, num_layers=t.depth, relative_attention_num_buckets=t.num_buckets,
+                              relative_attention_max_distance=t.max_distance, scan_layers=True,
+                              dtype=compute_dtype(config.dit.dtype))
 
 
 def denoiser_init_inputs(config, grid: tuple[int, int, int] | None = None) -> tuple:

@@ -43,8 +43,8 @@ Sharding: every parameter carries logical axis names (``DHWIO_AXES`` / ``HWIO_AX
 plain arrays, ``apply`` takes either) and ``rules.VAE_RULES`` shards the kernels over the ``fsdp`` mesh axis.
 
 Wan 2.1 weights (``Wan2.1_VAE.pth``, the default config: dim=96, z_dim=16, dim_mult=(1, 2, 4, 4),
-num_res_blocks=2, attn_scales=(), temporal_downsample=(False, True, True)) map on mechanically, see
-``wan_key_to_flax_path`` / ``params_from_wan_state_dict`` (and ``vidgen.weights.wan_vae`` for files):
+num_res_blocks=2, attn_scales=(), temporal_downsample=(False, True, True)) map on mechanically
+(``vidgen.weights.wan_vae``: this table, diffusers' names, strict loading from files):
 
 ==============================================  ==============================================  ==================
 Wan 2.1 PyTorch state-dict key                  Flax param path (in ``params``)                 tensor transform
@@ -75,7 +75,7 @@ weights transpose ``(2, 3, 4, 1, 0)``, 4D ones ``(2, 3, 1, 0)``, ``gamma`` is fl
 Sequential indices are kept as in Wan (``residual_2`` is the first conv, because indices 1, 4, 5 are SiLU /
 Dropout), and ``downsamples_i`` / ``upsamples_i`` count blocks across levels exactly as Wan's flat Sequentials do.
 Wan's latent normalisation (per-channel mean / std applied in its ``WanVAE`` wrapper) is not applied here; its
-values are ``WAN21_LATENT_MEAN`` / ``WAN21_LATENT_STD`` (normalised latent = (mean - MEAN) / STD).
+values are ``vidgen.weights.wan_vae.WAN21_LATENT_STATS`` (normalised latent = (mean - MEAN) / STD).
 
 Parity with Wan 2.1 and diffusers' ``AutoencoderKLWan`` (tests/test_wan_vae.py: encode, decode and the streaming
 decode of random-weight models in both layouts agree to ~1e-5 relative, Wan's own code to diffusers' exactly):
@@ -99,26 +99,18 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Any, Mapping, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
-
-from vidgen.weights import wan_vae as wan_weights
 
 Array = jax.Array
 Dtype = Any
 Cache = Any  # a pytree of arrays (or None) mirroring the module tree
 
 LOGVAR_MIN, LOGVAR_MAX = -30.0, 20.0
-
-# Per-channel latent statistics of the public Wan 2.1 VAE (from its ``WanVAE`` wrapper).
-WAN21_LATENT_MEAN = wan_weights.WAN21_LATENT_STATS["latents_mean"]
-WAN21_LATENT_STD = wan_weights.WAN21_LATENT_STATS["latents_std"]
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Shape rules
@@ -774,23 +766,3 @@ class VideoVAE(nn.Module):
     h, _ = self.conv2(z)
     h, cache_out = self.decoder(h, cache)
     return self._unpatchify(h, stream_start=cache is None), cache_out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Wan 2.1 weight mapping
-# ----------------------------------------------------------------------------------------------------------------
-
-def wan_key_to_flax_path(key: str) -> Tuple[str, ...]:
-  """``'decoder.upsamples.3.resample.1.weight'`` -> ``('decoder', 'upsamples_3', 'resample_1', 'kernel')``."""
-  return wan_weights.wan_key_to_flax_path(key)
-
-
-def wan_tensor_to_flax(key: str, value: np.ndarray) -> np.ndarray:
-  """PyTorch layout -> Flax layout: OIDHW -> DHWIO, OIHW -> HWIO, RMS ``gamma`` (C, 1, ..) -> (C,)."""
-  return wan_weights.wan_tensor_to_flax(key, value)
-
-
-def params_from_wan_state_dict(state_dict: Mapping[str, Any]) -> dict:
-  """A Wan 2.1 VAE state dict (name -> numpy array) -> a nested Flax ``params`` dict for ``VideoVAE()``
-  (unchecked; ``vidgen.weights.wan_vae.load_vae`` checks and streams a file in either layout)."""
-  return wan_weights.params_from_state_dict(state_dict)

@@ -1,0 +1,119 @@
+"""A whole Wan 2.1 text-to-video run against diffusers' WanPipeline (tests/fixtures/wan/make_pipeline.py): a tiny
+random checkpoint in both layouts, a prompt and a negative prompt with non-ASCII text, 4 UniPC steps with CFG 5,
+started from the same noise. Also the CLI on it and its bad input, one line each."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests import helpers
+from vidgen import generate as generate_lib
+from vidgen import main as main_lib
+from vidgen import tasks
+from vidgen import video_io
+from vidgen.weights import safetensors_io
+
+FIXTURE = os.path.join(helpers.ROOT, "tests", "fixtures", "wan", "pipeline")
+with open(os.path.join(FIXTURE, "meta.json")) as _f:
+  META = json.load(_f)
+IO = dict(np.load(os.path.join(FIXTURE, "io.npz")))
+TOLERANCE = 1e-4
+
+
+def _rel_err(a, b) -> float:
+  return float(np.max(np.abs(np.asarray(a, np.float64) - b)) / np.max(np.abs(b)))
+
+
+def wan_config(layout: str = "diffusers", preset: str = "t2v", **overrides):
+  c = helpers.load_config(preset, "wan.py")
+  c.weights = os.path.join(FIXTURE, layout)
+  c.data.height, c.data.width, c.data.num_frames = 32, 48, 5
+  c.dit.dtype = "float32"
+  c.sample.steps, c.sample.cfg_scale, c.sample.shift = 4, 5.0, META["flow_shift"]
+  c.sample.negative_prompt = META["negative_prompt"]
+  if layout == "wan":  # Wan's layout records only the DiT's config: the VAE and text encoder are the preset's
+    vae, text = META["configs"]["vae"], META["configs"]["text_encoder"]
+    c.vae.dim, c.vae.z_dim, c.vae.dim_mult, c.vae.num_res_blocks = (vae["base_dim"], vae["z_dim"],
+                                                                    tuple(vae["dim_mult"]), vae["num_res_blocks"])
+    c.vae.latent_mean, c.vae.latent_std = tuple(vae["latents_mean"]), tuple(vae["latents_std"])
+    c.text.vocab_size, c.text.width, c.text.depth, c.text.num_heads = (text["vocab_size"], text["d_model"],
+                                                                        text["num_layers"], text["num_heads"])
+    c.text.d_kv, c.text.d_ff = text["d_kv"], text["d_ff"]
+  return helpers.override(c, **overrides)
+
+
+def _noise():
+  return np.moveaxis(IO["noise"], 1, -1)  # diffusers [B, C, F, H, W] -> [B, F, H, W, C]
+
+
+@pytest.mark.parametrize("layout", ["diffusers", "wan"])
+def test_four_cfg_steps_equal_wan_pipeline(layout):
+  gen = generate_lib.WanGenerator(wan_config(layout))
+  text = gen.encode_prompts([META["prompt"]])[0]
+  assert _rel_err(text, IO["prompt_embeds"]) <= 1e-5
+  assert _rel_err(gen.encode_prompts([META["negative_prompt"]])[0], IO["negative_prompt_embeds"]) <= 1e-5
+  latents = gen.sample_latents([META["prompt"]], noise=_noise(), progress=False)
+  assert _rel_err(latents, np.moveaxis(IO["final_latents"], 1, -1)) <= TOLERANCE
+  frames = np.clip(gen.decode(latents, as_uint8=False)[0] * 0.5 + 0.5, 0.0, 1.0)  # WanPipeline's output_type='np'
+  assert frames.shape == IO["frames"].shape == (5, 32, 48, 3)
+  assert float(np.max(np.abs(frames - IO["frames"]))) <= TOLERANCE
+
+
+def _cli(*args):
+  return subprocess.run([sys.executable, "-m", "vidgen.main", *args], capture_output=True, text=True,
+                        cwd=helpers.ROOT, timeout=300)
+
+
+def test_cli_generates_from_the_checkpoint_folder_and_the_given_noise(tmp_path):
+  noise = tmp_path / "noise.npy"
+  np.save(noise, IO["noise"])
+  args = ["--config=configs/wan.py:t2v", f"--config.weights={FIXTURE}/diffusers", "--config.dit.dtype=float32",
+          "--config.sample.steps=4", f"--config.sample.shift={META['flow_shift']}",
+          f"--config.sample.negative_prompt={META['negative_prompt']}", f"--workdir={tmp_path / 'w'}",
+          "--mode=generate", f"--prompt={META['prompt']}", "--size=48x32", "--frames=5", f"--init_noise={noise}",
+          f"--out_dir={tmp_path / 'out'}", "--no_progress"]
+  out = _cli(*args)
+  assert out.returncode == 0, out.stderr[-2000:]
+  index = json.loads((tmp_path / "out" / "index.json").read_text())
+  assert index[0]["settings"]["init_noise"] == str(noise) and index[0]["settings"]["solver"] == "unipc"
+  video, _ = video_io.read_video(str(tmp_path / "out" / index[0]["file"]))
+  assert video.shape == (5, 4 * 32, 4 * 48, 3)  # written 4x enlarged
+  small = video.reshape(5, 32, 4, 48, 4, 3).mean(axis=(2, 4)) / 255.0
+  assert float(np.mean(np.abs(small - IO["frames"]))) < 0.03  # the same video, through H.264
+
+
+def test_bad_folders_and_noise_fail_in_one_line_before_loading(tmp_path):
+  with pytest.raises(safetensors_io.WeightsError, match=r"has dit.dim=32, the preset 't2v_1_3b' 1536"):
+    generate_lib.WanGenerator(wan_config(preset="t2v_1_3b"))
+  with pytest.raises(safetensors_io.WeightsError, match="no recognisable Wan 2.1 checkpoint"):
+    generate_lib.WanGenerator(wan_config(weights=str(tmp_path)))
+  pth = tmp_path / "wan"
+  shutil.copytree(os.path.join(FIXTURE, "wan"), pth)
+  (pth / "Wan2.1_VAE.safetensors").rename(pth / "Wan2.1_VAE.pth")
+  with pytest.raises(safetensors_io.WeightsError, match=r"Wan2.1_VAE.pth is a PyTorch pickle.*convert_pth"):
+    generate_lib.WanGenerator(wan_config("wan", weights=str(pth)))
+  np.save(tmp_path / "noise.npy", IO["noise"][:, :, :1])
+  with pytest.raises(tasks.TaskError, match=r"has shape \(1, 4, 1, 4, 6\): 1 prompt\(s\) at this size need "
+                     r"\(1, 4, 2, 4, 6\)"):
+    main_lib.run(wan_config(), str(tmp_path / "w"), "generate", ["a fox"],
+                 task=tasks.Request(init_noise=str(tmp_path / "noise.npy")))
+  with pytest.raises(tasks.TaskError, match="--task=i2v needs a frame-conditioned DiT"):
+    main_lib.run(wan_config(), str(tmp_path / "w"), "generate", ["a fox"],
+                 task=tasks.Request(name="i2v", images=["x.png"]))
+  assert not os.path.exists(tmp_path / "w" / "samples")
+  for mode in ("train_dit", "all"):
+    with pytest.raises(main_lib.config_validation.ConfigError, match="runs --mode=generate"):
+      main_lib.run(wan_config(), str(tmp_path / "w"), mode)
+
+
+def test_edit_and_image_run_on_wan_weights():
+  gen = generate_lib.WanGenerator(wan_config())
+  source = (IO["frames"] * 255).round().astype(np.uint8)  # the reference run's video, re-generated at 0.5
+  edited = tasks.edit(gen, [META["prompt"]], source, 0.5, seed=0, progress=False)
+  assert edited.shape == (1, 5, 32, 48, 3)
+  assert np.abs(edited[0].astype(int) - source).mean() < np.abs(
+      gen.generate([META["prompt"]], seed=0, progress=False)[0].astype(int) - source).mean()  # closer than t2v
