@@ -31,7 +31,7 @@ setuptools.setup(
         "ftfy>=6",  # Wan's prompt cleaning, as its reference pipeline does it
     ],
     extras_require={
-        "test": ["pytest>=8", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
         # The reference implementations: tests/fixtures/wan/make_fixtures.py and vidgen.weights.convert_pth only.
