@@ -21,6 +21,7 @@ from vidgen.models import load
 from vidgen.models import umt5
 from vidgen.models import vae_codec
 from vidgen.models import wan
+from vidgen.parallel import mesh as mesh_lib
 
 
 class Generator:
@@ -197,10 +198,14 @@ class WanGenerator(Generator):
   contexts zero-padded to text.max_length and attended to whole, guidance against sample.negative_prompt, the
   DiT without frame conditioning, the VAE's latents normalised by the checkpoint's statistics."""
 
-  def __init__(self, config, shardings=None):
+  def __init__(self, config, mesh=None):
+    """`mesh`: where the parameters live, each sharded by the logical axis rules; by default config.mesh when it
+    splits the model (mesh.fsdp or mesh.tensor > 1), else one device."""
     self.config, folder, found = wan.resolve(config)
     config = self.config
-    weights = wan.load(config, folder, found, shardings)
+    if mesh is None and config.mesh.fsdp * config.mesh.tensor > 1:
+      mesh = mesh_lib.create_mesh(config.mesh)
+    weights = wan.load(config, folder, found, mesh)
     self.folder = folder
     self.vae_params, self.params = weights.vae, {"dit": weights.dit, "text_encoder": weights.text_encoder}
     self.latent_mean, self.latent_std = jnp.asarray(weights.latent_mean), jnp.asarray(weights.latent_std)

@@ -20,6 +20,8 @@ import numpy as np
 from vidgen.models import build
 from vidgen.models import umt5 as umt5_lib
 from vidgen.models import umt5_tokenizer
+from vidgen.parallel import rules
+from vidgen.parallel import sharding as sharding_lib
 from vidgen.weights import safetensors_io
 from vidgen.weights import umt5_weights
 from vidgen.weights import wan_dit
@@ -165,21 +167,25 @@ def abstract(module, *inputs):
   return jax.eval_shape(lambda: module.init(rngs, *inputs))["params"]
 
 
-def load(config, folder: Folder, found: dict, shardings=None) -> Weights:
-  """Every parameter of a resolved config's checkpoint, streamed onto `shardings` ({'dit', 'vae',
-  'text_encoder'}: trees of NamedShardings, or None for one device)."""
-  shardings = shardings or {}
+def load(config, folder: Folder, found: dict, mesh=None) -> Weights:
+  """Every parameter of a resolved config's checkpoint, each tensor streamed onto its sharding of `mesh` by the
+  logical axis rules (DiT and text encoder by the DiT's, the VAE by its own), or onto one device without one."""
   dtype = build.compute_dtype(config.dit.dtype)
   policy = lambda path: param_dtype(path, dtype)
   dit_model, vae_model, text_model = build.dit(config), build.vae(config), build.umt5(config)
-  ctx = jnp.zeros((1, 1, config.text.width), jnp.float32)
-  dit_params = wan_dit.load_dit(folder.dit, abstract(dit_model, *build.denoiser_init_inputs(config)[:2], ctx),
-                                shardings=shardings.get("dit"), dtype_of=policy)
   sc = build.compression(config)[1]  # parameter shapes do not depend on the clip: one small frame
-  vae_params = wan_vae.load_vae(folder.vae, abstract(vae_model, jnp.zeros((1, 1, sc, sc, 3), jnp.float32)),
-                                shardings=shardings.get("vae"))  # the VAE stays float32, as Wan runs it
-  ids = jnp.zeros((1, 1), jnp.int32)
-  text_params = umt5_weights.load_umt5(folder.text_encoder, abstract(text_model, ids),
+  trees = {"dit": abstract(dit_model, *build.denoiser_init_inputs(config)[:2],
+                           jnp.zeros((1, 1, config.text.width), jnp.float32)),
+           "vae": abstract(vae_model, jnp.zeros((1, 1, sc, sc, 3), jnp.float32)),
+           "text_encoder": abstract(text_model, jnp.zeros((1, 1), jnp.int32))}
+  shardings = {}
+  if mesh is not None:
+    for name, tree in trees.items():
+      shardings[name] = sharding_lib.logical_shardings(tree, mesh, rules.VAE_RULES if name == "vae" else
+                                                       rules.DIT_RULES)
+  dit_params = wan_dit.load_dit(folder.dit, trees["dit"], shardings=shardings.get("dit"), dtype_of=policy)
+  vae_params = wan_vae.load_vae(folder.vae, trees["vae"], shardings=shardings.get("vae"))  # float32, as Wan runs it
+  text_params = umt5_weights.load_umt5(folder.text_encoder, trees["text_encoder"],
                                        shardings=shardings.get("text_encoder"), dtype_of=policy)
   tokenizer = umt5_tokenizer.UMT5Tokenizer.from_folder(folder.tokenizer, max_length=config.text.max_length)
   return Weights(dit_params, vae_params, text_params, tokenizer, found["latent_mean"], found["latent_std"])
