@@ -83,6 +83,9 @@ def test_no_arrow_from_the_lower_layers_up_and_no_cycle():
   assert "vidgen.models.build" in graph and "vidgen.tasks" in graph["vidgen.main"]
   assert upward_arrows(graph) == []
   assert cycles(graph) == []
+  # weights/ (files <-> parameter trees) sits below models/, which builds the modules and loads into them.
+  assert sorted((a, b) for a, bs in graph.items() for b in bs
+                if a.startswith("vidgen.weights") and not b.startswith("vidgen.weights")) == []
 
 
 @pytest.fixture

@@ -161,7 +161,8 @@ def test_load_onto_shardings_and_dtypes():
 
 def test_from_pretrained_runs_like_wan():
   io = _io()
-  model, params = wan_dit.from_pretrained(os.path.join(FIXTURE, "wan"), remat="full")
+  from vidgen.models import wan
+  model, params = wan.dit_from_pretrained(os.path.join(FIXTURE, "wan"), remat="full")
   assert model.reference_precision and not model.text_pool
   got = _run(model, params, io)
   want = io["wan_velocity"] if "wan_velocity" in io else io["velocity"]

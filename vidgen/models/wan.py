@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from vidgen.models import build
+from vidgen.models import dit as dit_lib
 from vidgen.models import umt5 as umt5_lib
 from vidgen.models import umt5_tokenizer
 from vidgen.parallel import rules
@@ -139,6 +140,15 @@ def resolve(config):
     if found[name].shape != (out.vae.z_dim,):
       raise WeightsError(f"config.vae.{name} has {found[name].size} values: z_dim={out.vae.z_dim} needs as many")
   return out, folder, found
+
+
+def dit_from_pretrained(path: str, shardings=None, dtype_of=None, **dit_overrides):
+  """(DiT module, params) from a DiT checkpoint with its config.json, either layout: the module is
+  DiT(**the config's shapes, reference_precision=True, **dit_overrides), e.g. scan_blocks=True. reference_precision
+  computes the time sinusoid and RoPE as Wan's own code does (float64): Wan's WanModel then agrees to ~5e-7 in
+  float32, diffusers' (a float32 sinusoid) to ~1e-5."""
+  model = dit_lib.DiT(**{**wan_dit.dit_kwargs_from_config(path), "reference_precision": True, **dit_overrides})
+  return model, wan_dit.load_dit(path, model, shardings=shardings, dtype_of=dtype_of)
 
 
 def param_dtype(path: tuple[str, ...], dtype) -> jnp.dtype:

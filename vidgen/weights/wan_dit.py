@@ -329,13 +329,3 @@ def dit_kwargs_from_config(config_or_path) -> dict:
   if kwargs["dim"] % kwargs["num_heads"]:
     raise WeightsError(f"{where}: dim={kwargs['dim']} is not divisible by num_heads={kwargs['num_heads']}")
   return dict(kwargs, text_pool=False)
-
-
-def from_pretrained(path: str, shardings=None, dtype_of=None, **dit_overrides):
-  """(DiT module, params) from a checkpoint folder with its config.json (either layout): the module is
-  DiT(**dit_kwargs_from_config(path), reference_precision=True, **dit_overrides), e.g. scan_blocks=True,
-  dtype=jnp.bfloat16. reference_precision computes the time sinusoid and RoPE as Wan's own code does (float64):
-  Wan's WanModel then agrees to ~5e-7 in float32, diffusers' (a float32 sinusoid) to ~1e-5."""
-  from vidgen.models import dit as dit_lib
-  model = dit_lib.DiT(**{**dit_kwargs_from_config(path), "reference_precision": True, **dit_overrides})
-  return model, load_dit(path, model, shardings=shardings, dtype_of=dtype_of)
