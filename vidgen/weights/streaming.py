@@ -136,3 +136,11 @@ def flat_params(tree) -> dict[Path, object]:
   open_box = lambda x: x.value if isinstance(x, nn.Partitioned) else x.unbox() if is_box(x) else x
   return {tuple(str(getattr(k, "key", k)) for k in p): open_box(v)
           for p, v in jax.tree_util.tree_leaves_with_path(tree, is_leaf=is_box)}
+
+
+def targets(abstract_params, shardings=None) -> dict[Path, jax.ShapeDtypeStruct]:
+  """{path: ShapeDtypeStruct} of a params tree (boxed or not), each carrying its NamedSharding from `shardings`
+  (a tree of the same structure), else none: the abstract leaves `load` fills."""
+  placed = {} if shardings is None else flat_params(shardings)
+  return {p: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placed.get(p))
+          for p, a in flat_params(abstract_params).items()}

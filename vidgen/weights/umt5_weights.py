@@ -20,7 +20,6 @@ import json
 import os
 from typing import Any, Callable
 
-import jax
 
 from vidgen.weights import safetensors_io
 from vidgen.weights import streaming
@@ -122,18 +121,6 @@ class _View:
     return self._files.read(self._names[key])
 
 
-def _flat_abstract(abstract_params, shardings) -> dict:
-  """{path: ShapeDtypeStruct} with the leaf's NamedSharding (from `shardings`, else one the leaf carries), or none."""
-  abstract = streaming.flat_params(abstract_params)
-  flat_shardings = {} if shardings is None else streaming.flat_params(shardings)
-
-  def sharding_of(path, leaf):
-    s = flat_shardings.get(path, getattr(leaf, "sharding", None))
-    return s if isinstance(s, jax.sharding.NamedSharding) else None
-
-  return {p: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=sharding_of(p, a)) for p, a in abstract.items()}
-
-
 def _layers(abstract: dict) -> tuple[int, bool]:
   if any(p[0] == "blocks" for p in abstract):
     return abstract[("blocks", "norm1", "weight")].shape[0], True
@@ -149,7 +136,7 @@ def load_umt5(path: str, abstract_params, shardings=None,
   WeightsError naming what is missing, unexpected or misshaped), then streamed one at a time."""
   files = safetensors_io.TensorFiles(path)
   layout = layout or detect_layout(files.keys())
-  abstract = _flat_abstract(abstract_params, shardings)
+  abstract = streaming.targets(abstract_params, shardings)
   num_layers, scan = _layers(abstract)
   mapping = key_map(layout, num_layers, scan)
   view = _View(files, layout)

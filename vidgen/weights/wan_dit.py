@@ -206,11 +206,9 @@ def load_dit(path: str, model_or_abstract_params, shardings=None,
     abstract = abstract_params(model_or_abstract_params, files.shape(text_key)[1])
   else:
     abstract = model_or_abstract_params
-  flat = streaming.flat_params(abstract)
-  flat_shardings = streaming.flat_params(shardings) if shardings is not None else {}
-  targets = {p: tuple(a.shape) for p, a in flat.items()}
+  abstract_flat = streaming.targets(abstract, shardings)
+  targets = {p: tuple(a.shape) for p, a in abstract_flat.items()}
   keys = key_map(targets, layout)
-  abstract_flat = {p: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=flat_shardings.get(p)) for p, a in flat.items()}
   hint = f" (the model expects a Wan 2.1 DiT with {_describe(targets)}{_config_beside(path)})"
   image = sorted(k for k in files.keys() if _IMAGE_KEYS.search(k))
   if image:

@@ -47,7 +47,6 @@ import os
 import re
 from typing import Any, Callable, Mapping
 
-import jax
 import numpy as np
 
 from vidgen.weights import safetensors_io
@@ -236,10 +235,7 @@ def load_vae(path, abstract_params, shardings=None, dtype_of: Callable[[Path], A
   """
   files = path if isinstance(path, safetensors_io.TensorFiles) else safetensors_io.TensorFiles(_resolve_folder(path))
   layout = layout or detect_layout(files.keys())
-  abstract = streaming.flat_params(abstract_params)
-  if shardings is not None:
-    placed = streaming.flat_params(shardings)
-    abstract = {p: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=placed[p]) for p, a in abstract.items()}
+  abstract = streaming.targets(abstract_params, shardings)
   mapping = key_map(abstract, layout)
   expected = ", ".join(f"{k}={v}" for k, v in config.items()) if config else describe(abstract)
   hint = f" (the model: VideoVAE {expected}{_checkpoint_summary(files, layout)})"
