@@ -51,3 +51,27 @@ def test_guidance_combines():
   assert float(f(None, 0.5)) == pytest.approx(1.0 + 2.5 * 2.0)
   with pytest.raises(ValueError, match="sample.steps"):
     sampling.timesteps(0)
+
+
+@pytest.mark.parametrize("solver", sampling.SOLVERS)
+def test_replacing_keeps_known_latent_frames_on_their_path_and_the_model_sees_them(solver):
+  """A nonlinear model whose output mixes frames: the known frames still end exactly at y (with unipc at Wan's
+  integer timesteps too), the model always sees them at (1 - t) y + t noise, and they change the other frames."""
+  keys = jax.random.split(jax.random.key(0), 3)
+  noise, y = jax.random.normal(keys[0], (2, 3, 2, 2, 4)), jax.random.normal(keys[1], (2, 3, 2, 2, 4))
+  w = jax.random.normal(keys[2], (4, 4))
+  known = jnp.array([[True, False, False], [False, False, True]])
+  seen = []
+
+  def model(x, t):  # every frame's velocity reads the mean of all frames
+    seen.append((x, t))
+    return jnp.tanh(x @ w + x.mean(axis=1, keepdims=True)) * (1.0 + t)
+
+  out = sampling.sample(sampling.replacing(model, known, y, noise), noise, num_steps=6, solver=solver, shift=3.0,
+                        progress=False)
+  k = np.asarray(known)
+  np.testing.assert_allclose(np.asarray(out)[k], np.asarray(y)[k], atol=2e-5)
+  for x, t in seen:
+    np.testing.assert_allclose(np.asarray(x)[k], np.asarray((1 - t) * y + t * noise)[k], atol=1e-6)
+  free = sampling.sample(model, noise, num_steps=6, solver=solver, shift=3.0, progress=False)
+  assert np.abs(np.asarray(out)[~k] - np.asarray(free)[~k]).max() > 1e-2

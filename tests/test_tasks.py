@@ -234,3 +234,11 @@ def test_a_checkpoint_that_does_not_match_the_config_fails_in_one_line(trained):
   other.dit.frame_conditioning = False
   with pytest.raises(config_validation.ConfigError, match=r"patch_embedding.*frame_conditioning sets it"):
     generate_lib.Generator(other, workdir)
+
+
+def test_hold_keyframes_fills_each_keyframes_latent_frame():
+  keys = np.arange(3)[None, :, None, None, None] * np.ones((1, 3, 2, 2, 3), np.uint8)  # keyframe i is all i
+  times, held = tasks.hold_keyframes([0, 6, 7], keys, frames=9, tc=4)
+  assert times == [0, 5, 6, 7, 8]  # frame 0 alone; frames 5-8 are latent frame 2
+  assert held[0, :, 0, 0, 0].tolist() == [0, 1, 1, 2, 2]  # 5 and 6 nearest to 6, 7 and 8 to 7
+  assert tasks.hold_keyframes([2, 3], keys[:, :2], frames=9, tc=4)[0] == [1, 2, 3, 4]

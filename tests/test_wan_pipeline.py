@@ -101,9 +101,10 @@ def test_bad_folders_and_noise_fail_in_one_line_before_loading(tmp_path):
                      r"\(1, 4, 2, 4, 6\)"):
     main_lib.run(wan_config(), str(tmp_path / "w"), "generate", ["a fox"],
                  task=tasks.Request(init_noise=str(tmp_path / "noise.npy")))
-  with pytest.raises(tasks.TaskError, match="--task=i2v needs a frame-conditioned DiT"):
-    main_lib.run(wan_config(), str(tmp_path / "w"), "generate", ["a fox"],
-                 task=tasks.Request(name="i2v", images=["x.png"]))
+  with pytest.raises(tasks.TaskError, match=r"--overlap=3 frames: allowed 4 to 4 .* at least 4 \(one whole latent "
+                     r"frame at the chunk's end\) for a DiT without frame conditioning"):
+    main_lib.run(wan_config(**{"data.num_frames": 9}), str(tmp_path / "w"), "generate", ["a fox"],
+                 task=tasks.Request(name="connect", videos=["a.mp4", "b.mp4"], overlap=3))
   assert not os.path.exists(tmp_path / "w" / "samples")
   for mode in ("train_dit", "all"):
     with pytest.raises(main_lib.config_validation.ConfigError, match="runs --mode=generate"):
@@ -130,3 +131,24 @@ def test_sharded_over_fsdp_8_the_run_is_the_same():
   # Sharded sums add in another order; the random tiny VAE amplifies it (its raw output spans +-2.8).
   frames = np.clip(gen.decode(latents, as_uint8=False)[0] * 0.5 + 0.5, 0.0, 1.0)
   assert float(np.max(np.abs(frames - IO["frames"]))) <= 2 * TOLERANCE
+
+
+def test_known_frame_tasks_run_on_wan_weights_by_replacing_whole_latent_frames(tmp_path):
+  gen = generate_lib.WanGenerator(wan_config(**{"data.num_frames": 9}))
+  prompt, rng = META["prompt"], np.random.default_rng(0)
+  clip = rng.integers(0, 256, (9, 32, 48, 3), dtype=np.uint8)
+  # i2v: latent frame 0 is the image's own latent; the sampled ones differ from t2v's with the same noise.
+  frames, mask = tasks.known_frames(9, [0], clip[None, :1])
+  z = np.asarray(gen.sample_latents([prompt], seed=0, frames=frames, frame_mask=mask, progress=False))
+  y, _ = gen.condition(frames, mask)
+  np.testing.assert_allclose(z[:, 0], np.asarray(y)[:, 0], atol=1e-5)
+  free = np.asarray(gen.sample_latents([prompt], seed=0, progress=False))
+  assert np.abs(z[:, 1:] - free[:, 1:]).max() > 1e-2
+  # Keyframes at 0 and 8 (8 held over latent frame 2: frames 5 to 8); latent frame 1 is sampled.
+  assert tasks.interpolate(gen, [prompt], clip[[0, 8]], [0, 8], seed=0, progress=False).shape == (1, 9, 32, 48, 3)
+  entry = tasks.extend(gen, prompt, clip, str(tmp_path / "back.mp4"), times=2, direction="backward", progress=False)
+  assert entry["frames"] == 9 + 2 * 4 and entry["overlap"] == 5
+  video, n = tasks.connect(gen, prompt, clip, clip[::-1], progress=False)  # 4 frames a side: one whole latent
+  assert n == 1 and video.shape == (19, 32, 48, 3)
+  with pytest.raises(ValueError, match="must cover frame 0 or all 4 frames of a latent frame"):
+    gen.sample_latents([prompt], frames=frames, frame_mask=tasks.known_frames(9, [3], clip[None, :1])[1])

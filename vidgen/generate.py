@@ -120,8 +120,10 @@ class Generator:
 
     frames uint8 [N, F, H, W, 3] with frame_mask [N, F] (1 on known frames): frame conditioning; latent frames
     whose frames and all before them are known are written back into the result (they come back through the
-    VAE as given). source [N, T_lat, h, w, z] with strength in (0, 1]: start from the source noised to
-    t = strength instead of pure noise (editing: low strength keeps layout and motion). noise
+    VAE as given). A DiT without frame conditioning (Wan's T2V) is conditioned by replacement instead: the latent
+    frames whose frames are all known follow their noised latents while the others are sampled
+    (sampling.replacing), and come back as given. source [N, T_lat, h, w, z] with strength in (0, 1]: start from
+    the source noised to t = strength instead of pure noise (editing: low strength keeps layout and motion). noise
     [N, T_lat, h, w, z]: start from this noise instead of drawing it (to reproduce another implementation's run)."""
     s = self.config.sample
     seed = s.seed if seed is None else seed
@@ -133,15 +135,17 @@ class Generator:
       raise ValueError(f"strength={strength}: must be in (0, 1]")
     if (frames is None) != (frame_mask is None):
       raise ValueError("known frames and their mask come together: give both or neither")
-    if frames is not None and not self.frame_conditioning:
-      raise ValueError("this model was trained without frame conditioning (config.dit.frame_conditioning=False): "
-                       "only t2v, image and edit work with it")
     if frames is not None:
       _, f, h, w, _ = np.shape(frames)
       if (f - 1) % tc or h % sc or w % sc or np.shape(frame_mask) != np.shape(frames)[:2]:
         raise ValueError(f"known frames {np.shape(frames)} with mask {np.shape(frame_mask)}: need [N, 1 + {tc} k, "
                          f"H, W, 3] with H and W multiples of {sc} and a mask [N, frames]")
       grid = build.latent_grid(self.config, f, h, w)
+      replaced = conditioning.latent_mask(frame_mask, tc).min(axis=-1) > 0  # latent frames known whole
+      if not self.frame_conditioning and not np.all(np.any(replaced, axis=1)):
+        raise ValueError(f"a DiT without frame conditioning is conditioned by replacing whole latent frames: each "
+                         f"video's known frames must cover frame 0 or all {tc} frames of a latent frame (frames "
+                         f"{tc} j - {tc - 1} to {tc} j)")
     elif noise is not None:
       grid = tuple(np.shape(noise)[1:4])
     else:
@@ -157,10 +161,15 @@ class Generator:
       else:
         x = jnp.stack([jax.random.normal(jax.random.key(seed + start + i), (*grid, self.config.vae.z_dim))
                        for i in range(n)])
+      noise_x = x
       if source is not None:
         x = (1.0 - strength) * jnp.asarray(source[batch]) + strength * x
       y = m = write_back = None
-      if self.frame_conditioning:
+      if frames is not None and not self.frame_conditioning:
+        # Replacement: latent frames whose frames are all known follow their noised latents (sampling.replacing).
+        y, _ = self.condition(frames[batch], frame_mask[batch])
+        write_back = replaced[batch]
+      elif self.frame_conditioning:
         if frames is not None:
           known, known_mask = frames[batch], frame_mask[batch]
         else:  # nothing known: y is still the encoding of the (blank) clip, as in training's 'none' mask
@@ -170,7 +179,10 @@ class Generator:
         y, m = self.condition(known, known_mask)
         write_back = conditioning.known_prefix(jnp.asarray(known_mask), tc)
       cond_uncond = lambda x, t: self._velocity(self.params, x, t, text_c, text_u, y, m)
-      z = sampling.sample(sampling.guided(cond_uncond, cfg_scale), x, num_steps=steps, solver=solver,
+      velocity = sampling.guided(cond_uncond, cfg_scale)
+      if frames is not None and not self.frame_conditioning:
+        velocity = sampling.replacing(velocity, write_back, y, noise_x)
+      z = sampling.sample(velocity, x, num_steps=steps, solver=solver,
                           shift=shift, t_start=strength, progress=progress,
                           desc=f"sampling {start + n}/{len(prompts)}")
       out.append(z if write_back is None else jnp.where(write_back[:, :, None, None, None], y, z))

@@ -1,6 +1,7 @@
-"""Generation tasks with one frame-conditioned model (vidgen/diffusion/conditioning.py): text-to-video, a single
-image, image-to-video, extending a video forward or backward, interpolating between keyframes, connecting two
-videos, editing a video.
+"""Generation tasks with one model: text-to-video, a single image, image-to-video, extending a video forward or
+backward, interpolating between keyframes, connecting two videos, editing a video. A frame-conditioned DiT
+(vidgen/diffusion/conditioning.py) reads known frames as an input; one without (Wan's T2V) is conditioned by
+replacing the latent frames the known frames cover whole (Generator.sample_latents).
 
 Given images and videos are resized to cover the generation size (config.data, or --size) and center-cropped,
 the data pipeline's policy. A chunk is one clip of F = config.data.num_frames frames; known frames may sit at
@@ -59,12 +60,19 @@ def default_overlap(frames: int, tc: int, ends: int = 1) -> int:
   return 1 + (frames - 1) // 4
 
 
-def check_overlap(overlap: int | None, frames: int, tc: int, ends: int = 1) -> int:
-  """The overlap in frames (the default when None); `ends` chunk ends are conditioned and >= 1 frame is new."""
-  overlap = default_overlap(frames, tc, ends) if overlap is None else overlap
-  if overlap < 1 or ends * overlap >= frames:
-    raise TaskError(f"--overlap={overlap} frames: allowed 1 to {(frames - 1) // ends} for chunks of {frames} "
-                    f"frames{' with both ends conditioned' if ends > 1 else ''} (set --frames for longer chunks)")
+def check_overlap(overlap: int | None, frames: int, tc: int, ends: int = 1, whole_end: bool = False) -> int:
+  """The overlap in frames (the default when None); `ends` chunk ends are conditioned and >= 1 frame is new.
+  whole_end: the chunk's last frames are known to a DiT without frame conditioning, which is conditioned by
+  replacing whole latent frames: they need at least the last latent frame's tc frames."""
+  least = tc if whole_end else 1
+  if overlap is None:
+    overlap = max(default_overlap(frames, tc, ends), least)
+  if overlap < least or ends * overlap >= frames:
+    reason = (f"; at least {tc} (one whole latent frame at the chunk's end) for a DiT without frame conditioning"
+              if whole_end else "")
+    raise TaskError(f"--overlap={overlap} frames: allowed {least} to {(frames - 1) // ends} for chunks of {frames} "
+                    f"frames{' with both ends conditioned' if ends > 1 else ''}{reason} (set --frames for longer "
+                    "chunks)")
   return overlap
 
 
@@ -128,8 +136,27 @@ def interpolate(generator, prompts: list[str], keyframes: np.ndarray, times, see
   """uint8 [N, F, H, W, 3]: the frames between keyframes ([K, H, W, 3], or [N, K, H, W, 3] one set per
   prompt) placed at frame indices `times`."""
   keyframes = _per_prompt(keyframes, len(prompts), 4, "keyframes")
-  times = check_keyframe_times(times, generator.config.data.num_frames, keyframes.shape[1])
+  frames = generator.config.data.num_frames
+  times = check_keyframe_times(times, frames, keyframes.shape[1])
+  if not generator.frame_conditioning:
+    times, keyframes = hold_keyframes(times, keyframes, frames, generator.temporal_compression)
   return _generate_known(generator, prompts, times, keyframes, seed, **sampling)
+
+
+def hold_keyframes(times, keyframes: np.ndarray, frames: int, tc: int) -> tuple[list[int], np.ndarray]:
+  """(times, keyframes [N, K', H, W, 3]) with each keyframe held over the frames of its latent frame (frame 0
+  alone, then groups of tc; within a group each frame takes the nearest keyframe, the earlier on a tie). A DiT
+  without frame conditioning is conditioned by replacing whole latent frames, so a keyframe becomes a still of
+  up to tc frames."""
+  group = lambda t: 0 if t == 0 else (t - 1) // tc + 1
+  members = lambda g: [0] if g == 0 else list(range(tc * (g - 1) + 1, min(tc * g, frames - 1) + 1))
+  held_times, sources = [], []
+  for g in sorted({group(t) for t in times}):
+    inside = [i for i, t in enumerate(times) if group(t) == g]
+    for f in members(g):
+      held_times.append(f)
+      sources.append(min(inside, key=lambda i: (abs(times[i] - f), times[i])))
+  return held_times, keyframes[:, sources]
 
 
 def _check_frames(what: str, video: np.ndarray, needed: int):
@@ -156,7 +183,7 @@ def extend(generator, prompt: str, video: np.ndarray, out_path: str, times: int 
   latent-frame boundary of one long video (the causal decoder cannot run backward)."""
   _check_times_direction(times, direction)
   frames, tc = generator.config.data.num_frames, generator.temporal_compression
-  overlap = check_overlap(overlap, frames, tc)
+  overlap = check_overlap(overlap, frames, tc, whole_end=direction == "backward" and not generator.frame_conditioning)
   seed = generator.config.sample.seed if seed is None else seed
   _check_frames("the video to extend", video, overlap)
   new = frames - overlap
@@ -197,7 +224,8 @@ def connect(generator, prompt: str, first: np.ndarray, second: np.ndarray, overl
   """(uint8 [T1 + n + T2, H, W, 3], n): `first`, a generated transition of n = F - 2 overlap frames, then
   `second`. The transition's chunk starts with the end of `first` and ends with the start of `second`."""
   frames = generator.config.data.num_frames
-  overlap = check_overlap(overlap, frames, generator.temporal_compression, ends=2)
+  overlap = check_overlap(overlap, frames, generator.temporal_compression, ends=2,
+                          whole_end=not generator.frame_conditioning)
   _check_frames("the first video", first, overlap)
   _check_frames("the second video", second, overlap)
   times = [*range(overlap), *range(frames - overlap, frames)]
@@ -274,7 +302,6 @@ class Task:
   frames: int | None = None        # frames per chunk when --frames is not given (None: config.data.num_frames)
   motion: bool = True              # needs chunks of more than one frame
   ends: int = 0                    # chunk ends conditioned on `overlap` frames of a neighbour (extend 1, connect 2)
-  known_frames: bool = False       # needs a frame-conditioned DiT (config.dit.frame_conditioning)
   check: Callable | None = None    # (request, frames) -> None: checks of its own before any file is read
   # Batch tasks: (generator, inputs, seed, progress) -> (uint8 videos [N, T, H, W, 3], settings for the index).
   # Streaming tasks (one long video): (generator, inputs, seed, progress, path) -> (index entry, settings).
@@ -338,15 +365,15 @@ TASKS = {t.name: t for t in (
     Task("image", "text to one image (a 1-frame video, also written as a PNG)", options=("init_noise",), frames=1,
          motion=False, make=_make_t2v),
     Task("i2v", "image to video: --image is the first frame, the prompt guides the motion", images=1,
-         known_frames=True, make=_make_i2v),
+         make=_make_i2v),
     Task("extend", "continue --video by --times chunks, --direction forward or backward, into one mp4", videos=1,
-         options=("times", "direction", "overlap"), one_prompt=True, ends=1, known_frames=True,
+         options=("times", "direction", "overlap"), one_prompt=True, ends=1,
          check=_check_extend, make=_make_extend, streams=True),
     Task("interpolate", "fill the frames between keyframes: --image files or one --video's frames, at --at times",
-         images=None, videos=None, options=("at",), known_frames=True, check=_check_interpolate,
+         images=None, videos=None, options=("at",), check=_check_interpolate,
          make=_make_interpolate),
     Task("connect", "a transition from the end of the first --video to the start of the second", videos=2,
-         options=("overlap",), one_prompt=True, ends=2, known_frames=True, make=_make_connect, streams=True),
+         options=("overlap",), one_prompt=True, ends=2, make=_make_connect, streams=True),
     Task("edit", "re-generate --video under the prompt from its latent noised to --strength", videos=1,
          options=("strength",), check=_check_edit, make=_make_edit),
 )}
@@ -380,14 +407,13 @@ def load_inputs(config, prompts: Sequence[str], request: Request) -> Inputs:
     raise TaskError(f"--task={task.name} makes {task.frames} frame(s), not --frames={frames}")
   if task.motion and frames == 1:
     raise TaskError(f"--task={task.name} needs more than one frame per chunk")
-  if task.known_frames and not config.dit.frame_conditioning:
-    raise TaskError(f"--task={task.name} needs a frame-conditioned DiT (config.dit.frame_conditioning); this one "
-                    f"({config.model}) takes {', '.join(n for n, t in TASKS.items() if not t.known_frames)}")
   if task.check:
     task.check(request, frames)
   overlap = None
   if task.ends:
-    overlap = check_overlap(request.overlap, frames, build.compression(config)[0], ends=task.ends)
+    whole_end = not config.dit.frame_conditioning and (task.ends == 2 or request.direction == "backward")
+    overlap = check_overlap(request.overlap, frames, build.compression(config)[0], ends=task.ends,
+                            whole_end=whole_end)
   size = (config.data.height, config.data.width)
   loaded = dict(images=[load_image(path, size)[0] for path in images],
                 videos=[load_video(path, size) for path in videos])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import jax.numpy as jnp
 import numpy as np
 import tqdm
 
@@ -179,6 +180,21 @@ def _unic(x_in, x0s, x0_n, t_s, t_n, lam_p, lam_s, lam_n, order):
   w_p = (b1 - b2) / (1.0 - r)
   w_n = b1 - w_p
   return out - (alpha_n * e) * ((w_p / r) * (x0s[-2] - x0_s) + w_n * (x0_n - x0_s))
+
+
+def replacing(velocity_fn: Callable, known, y, noise) -> Callable:
+  """Wraps v(x, t) so the latent frames where `known` ([B, T] bool) is set follow the straight path from `noise`
+  to the known latents y ([B, T, h, w, z]): the model sees them at (1 - t) y + t noise, and their velocity is
+  noise - y, whose x0 prediction is y at every step. Every solver here is exact for a constant x0 (Euler, AB2
+  and Heun for a constant velocity, UniPC's exponential integrator), so from x = noise at t = 1 those frames stay
+  on the path and end at y, while the model fills the others in context (conditioning by replacement, for a DiT
+  trained without frame conditioning)."""
+  k = jnp.asarray(known)[:, :, None, None, None]
+  v_known = noise - y
+  def fn(x, t):
+    x = jnp.where(k, (1.0 - t) * y + t * noise, x)
+    return jnp.where(k, v_known, velocity_fn(x, t))
+  return fn
 
 
 def guided(velocity_cond_uncond: Callable, cfg_scale: float) -> Callable:
