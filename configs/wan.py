@@ -44,6 +44,7 @@ def get_config(preset: str = "t2v"):
   c.vae.dim, c.vae.z_dim, c.vae.dim_mult, c.vae.num_res_blocks = 96, 16, (1, 2, 4, 4), 2
   c.vae.attn_scales, c.vae.temporal_downsample, c.vae.spatial_downsample = (), (False, True, True), (True, True, True)
   c.vae.dtype = "float32"
+  c.vae.decoder_level_attention = False  # as diffusers' AutoencoderKLWan reads (moot with attn_scales=())
   c.vae.latent_mean, c.vae.latent_std = (), ()  # () takes the checkpoint's (diffusers' vae/config.json, else Wan 2.1's)
 
   # UMT5-XXL, Wan's text encoder; text.width is its d_model, which the DiT's text embedding reads.

@@ -46,11 +46,11 @@ class Generator:
     self._denoise = lambda params, *args: self.model.apply({"params": params}, *args, method=self.model.velocity)
     self._setup(config, frame_conditioning=bool(config.dit.frame_conditioning))
 
-  def _setup(self, config, frame_conditioning: bool):
+  def _setup(self, config, frame_conditioning: bool, compiler_options: dict | None = None):
     """What every family shares: the latent grid, the jitted guided velocity and the VAE's functions."""
     self.grid = build.latent_grid(config)
     self.frame_conditioning = frame_conditioning
-    self._velocity = jax.jit(self._cond_uncond_velocity)
+    self._velocity = jax.jit(self._cond_uncond_velocity, compiler_options=compiler_options)
     self._encode = vae_codec.encode_fn(config)
     vae = build.vae(config)
     self._encode_model_space = jax.jit(lambda p, v, m: vae.apply(
@@ -224,10 +224,11 @@ class WanGenerator(Generator):
     self.tokenizer = weights.tokenizer
     self.temporal_compression, self.spatial_compression = build.compression(config)
     dit, text_encoder, length = build.dit(config), build.umt5(config), config.text.max_length
+    options = build.compiler_options(build.compute_dtype(config.dit.dtype))
     self._encode_text = jax.jit(lambda p, ids, mask: umt5.wan_context(
-        text_encoder.apply({"params": p}, ids, mask), mask, length))
+        text_encoder.apply({"params": p}, ids, mask), mask, length), compiler_options=options)
     self._denoise = lambda params, *args: dit.apply({"params": params["dit"]}, *args)
-    self._setup(config, frame_conditioning=False)
+    self._setup(config, frame_conditioning=False, compiler_options=options)
 
   def encode_prompts(self, prompts: list[str]):
     ids, mask = self.tokenizer(prompts)
