@@ -15,6 +15,7 @@ from vidgen import generate as generate_lib
 from vidgen import main as main_lib
 from vidgen import tasks
 from vidgen import video_io
+from vidgen.models import wan
 from vidgen.weights import safetensors_io
 
 FIXTURE = os.path.join(helpers.ROOT, "tests", "fixtures", "wan", "pipeline")
@@ -84,6 +85,19 @@ def test_cli_generates_from_the_checkpoint_folder_and_the_given_noise(tmp_path):
   assert video.shape == (5, 4 * 32, 4 * 48, 3)  # written 4x enlarged
   small = video.reshape(5, 32, 4, 48, 4, 3).mean(axis=(2, 4)) / 255.0
   assert float(np.mean(np.abs(small - IO["frames"]))) < 0.03  # the same video, through H.264
+
+
+def test_the_published_1_3b_configs_resolve_under_the_named_preset(tmp_path):
+  """The config files diffusers writes for Wan2.1-T2V-1.3B's shapes (experiments/make_random_wan.py; weights left
+  out) agree with every field of t2v_1_3b; the 14B preset differs in the DiT's width."""
+  folder = tmp_path / "wan"
+  shutil.copytree(os.path.join(helpers.ROOT, "tests", "fixtures", "wan", "published_1_3b"), folder)
+  (folder / "tokenizer").mkdir()
+  config, _, found = wan.resolve(wan_config(preset="t2v_1_3b", weights=str(folder)))
+  assert (config.dit.dim, config.dit.depth, config.text.width, config.vae.dim) == (1536, 30, 4096, 96)
+  np.testing.assert_allclose(found["latent_std"][:2], [2.8184, 1.4541])
+  with pytest.raises(safetensors_io.WeightsError, match=r"has dit.dim=1536, the preset 't2v_14b' 5120"):
+    wan.resolve(wan_config(preset="t2v_14b", weights=str(folder)))
 
 
 def test_bad_folders_and_noise_fail_in_one_line_before_loading(tmp_path):
