@@ -129,8 +129,10 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.sample.negative_prompt = ""  # what classifier-free guidance steers away from ('' = unconditional)
 
   c.eval = ml_collections.ConfigDict()
-  c.eval.num_prompts = 64
-  c.eval.num_recon = 64
+  c.eval.num_prompts = 64  # judged single-object prompts per set (held-out and training compositions)
+  c.eval.num_recon = 64  # held-out clips the VAE reconstructs (PSNR, and judged)
+  c.eval.num_two_object = 32  # judged prompts naming two held-out compositions (0 skips the set)
+  c.eval.num_paraphrase = 64  # judged held-out prompts in word orders training never uses (0 skips the set)
 
   c.mesh = ml_collections.ConfigDict()
   c.mesh.data = -1  # -1: all devices left over

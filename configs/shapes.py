@@ -100,6 +100,8 @@ def get_config(preset: str = "tiny"):
     c.sample.batch_size = 8
     c.eval.num_prompts = 4
     c.eval.num_recon = 4
+    c.eval.num_two_object = 4
+    c.eval.num_paraphrase = 4
   else:
     raise ValueError(f"Unknown preset {preset!r} for configs/shapes.py: allowed {PRESETS}")
   return c

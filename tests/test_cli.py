@@ -19,6 +19,7 @@ from vidgen.models import load
     ({"sample.solver": "rk9"}, "config.sample.solver='rk9'"),
     ({"dit.num_heads": 5}, "config.dit.num_heads=5"),
     ({"vae.temporal_kernel": 2}, "config.vae.temporal_kernel=2"),
+    ({"eval.num_two_object": -1}, "config.eval.num_two_object=-1"),
     ({"vae.level_shortcuts": True, "vae.dim_mult": (1, 3, 2)}, "config.vae.dim_mult=(1, 3, 2) is invalid: vae.level"),
 ])
 def test_invalid_fields_fail_before_anything_runs(tmp_path, overrides, needle):

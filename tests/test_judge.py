@@ -1,5 +1,7 @@
 """The analytic Shapes judge and video metrics: right on real renders, wrong on broken videos."""
 
+import re
+
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -181,3 +183,45 @@ def test_transition_flicker_locates_changes_and_matches_background_flicker():
   assert flicker[0] == 0.0 and np.isnan(flicker[1:]).all()
   with pytest.raises(ValueError, match="T>=2"):
     video_metrics.transition_flicker(video[:1])
+
+
+def _recolor(prompt, old, new):
+  """The prompt with one color word swapped (colors are whole words, used once per object)."""
+  return re.sub(rf"\b{old}\b", new, prompt)
+
+
+def test_two_object_eval_prompts_on_real_clips_need_both_objects_right():
+  rng = np.random.default_rng(0)
+  prompts = shapes.two_object_prompts(16, seed=0)
+  videos = []
+  for prompt in prompts:
+    comps = shapes.parse_prompt(prompt)
+    objects = shapes.place_objects(SPEC, comps, rng)
+    video = shapes.render_objects(SPEC, objects, rng)
+    videos.append(video)
+    result = judge(video, prompt)
+    assert result["all_correct"] and len(result["objects"]) == 2, (prompt, result)
+    # A wrong color for one object: that object fails (the rendered one shows as an extra object).
+    other = next(c for c in shapes.COLORS if c not in {comps[0].color, comps[1].color})
+    wrong = judge(video, _recolor(prompt, comps[1].color, other))
+    assert wrong["objects"][0]["correct"] and not wrong["objects"][1]["color_ok"] and not wrong["all_correct"]
+    # Only one of the two objects in the clip: not all-correct though the first one is right.
+    alone = judge(shapes.render_objects(SPEC, objects[:1], rng), prompt)
+    assert not alone["all_correct"] and sum(o["correct"] for o in alone["objects"]) == 1
+  report = shapes_judge.judge_batch(videos, prompts, SPEC)
+  assert report["all_correct_rate"] == 1.0 and report["num_videos"] == 16
+
+
+def test_paraphrased_eval_prompts_on_real_heldout_clips():
+  # Held-out clip i shows held-out composition i % 8, the composition paraphrase prompt i describes.
+  prompts = shapes.paraphrase_prompts(16, seed=0)
+  clips = [shapes.make_example(SPEC, "heldout", i) for i in range(16)]
+  report = shapes_judge.judge_batch([c["video"] for c in clips], prompts, SPEC)
+  assert report["all_correct_rate"] == 1.0, [r for r in report["per_prompt"] if not r["all_correct"]][:2]
+  assert set(report["by_composition"]) == {shapes.make_caption([c]) for c in shapes.HELDOUT_COMPOSITIONS}
+  for clip, prompt in zip(clips, prompts):
+    (comp,) = [o.composition for o in clip["objects"]]
+    other = shapes.COLORS[(shapes.COLORS.index(comp.color) + 1) % len(shapes.COLORS)]
+    wrong = judge(clip["video"], _recolor(prompt, comp.color, other))
+    assert not wrong["objects"][0]["color_ok"] and wrong["extra_colors"] == [comp.color]
+    assert not wrong["all_correct"]

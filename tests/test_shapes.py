@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from vidgen.data import shapes
+from vidgen.models.tokenizer import HashedWordTokenizer
 
 SPEC = shapes.ShapesSpec()
 
@@ -154,3 +155,97 @@ def test_eval_prompts_cycle_heldout_compositions_deterministically():
   assert len(set(prompts)) > 16  # varied templates
   train_prompts = shapes.eval_prompts(5, compositions=shapes.TRAIN_COMPOSITIONS)
   assert shapes.parse_prompt(train_prompts[0]) == [shapes.TRAIN_COMPOSITIONS[0]]
+
+
+def _training_vocabulary():
+  words = set(shapes.COLORS) | set(shapes.CONNECTORS) | {a for a in shapes.ARTICLES if a}
+  words |= {w for ws in shapes.SHAPE_WORDS.values() for w in ws}
+  return words | {w for ps in shapes.MOTION_PHRASES.values() for p in ps for w in p.split()}
+
+
+def test_training_captions_use_the_caption_vocabulary_alone():
+  vocabulary = _training_vocabulary()
+  for index in range(200):
+    assert set(shapes.make_example(SPEC, "train", index)["caption"].split()) <= vocabulary
+
+
+def test_two_object_prompts_are_deterministic_pairs_of_heldout_compositions():
+  prompts = shapes.two_object_prompts(32, seed=1)
+  assert prompts == shapes.two_object_prompts(32, seed=1) and prompts != shapes.two_object_prompts(32, seed=2)
+  assert len(set(prompts)) == 32
+  held = set(shapes.HELDOUT_COMPOSITIONS)
+  firsts = []
+  for prompt in prompts:
+    comps = shapes.parse_prompt(prompt)  # the training captions' grammar: only the compositions are new
+    assert len(comps) == 2 and set(comps) <= held and comps[0].color != comps[1].color, prompt
+    axes = [shapes.MOTION_VECTORS[c.motion][0] != 0 for c in comps]
+    assert axes[0] == axes[1], prompt  # one axis: a pair every spec can draw apart
+    firsts.append(comps)
+  # The i-th prompt names held-out composition i % 8 (first or second), like training's two-object clips.
+  assert all(shapes.HELDOUT_COMPOSITIONS[i % 8] in comps for i, comps in enumerate(firsts))
+  assert {c for comps in firsts for c in comps} == held
+  assert {tuple(comps) for comps in firsts} != {tuple(comps[::-1]) for comps in firsts}  # both orders occur
+  assert len({frozenset(comps) for comps in firsts}) == 12  # every same-axis held-out pair
+  with pytest.raises(ValueError, match="partner"):
+    shapes.two_object_prompts(2, compositions=shapes.HELDOUT_COMPOSITIONS[:2])  # red left, red down
+
+
+def test_paraphrase_prompts_reword_the_heldout_prompts_in_orders_training_never_uses():
+  prompts = shapes.paraphrase_prompts(64, seed=1)
+  assert prompts == shapes.paraphrase_prompts(64, seed=1) and prompts != shapes.paraphrase_prompts(64, seed=2)
+  heldout = shapes.eval_prompts(64, seed=1)
+  vocabulary = _training_vocabulary()
+  tokenizer = HashedWordTokenizer()
+  for i, (prompt, original) in enumerate(zip(prompts, heldout)):
+    words = tokenizer.words(prompt)  # what the text encoder sees: the same words in another order
+    assert sorted(words) == sorted(tokenizer.words(original)) and words != tokenizer.words(original), prompt
+    assert set(words) <= vocabulary and not set(words) & set(shapes.CONNECTORS)
+    with pytest.raises(ValueError, match="cannot parse prompt"):  # outside every training caption template
+      shapes.parse_prompt(prompt)
+    assert shapes.parse_prompt(prompt, paraphrases=True) == [shapes.HELDOUT_COMPOSITIONS[i % 8]]
+  # Every (held-out composition, template) pair occurs.
+  assert len({(i % 8, i % len(shapes.PARAPHRASE_TEMPLATES)) for i in range(64)}) == 8 * len(
+      shapes.PARAPHRASE_TEMPLATES)
+  assert shapes.CAPTION_TEMPLATE not in shapes.PARAPHRASE_TEMPLATES
+
+
+def test_parse_prompt_inverts_every_paraphrase_template_and_training_grammar_rejects_them():
+  for comp in shapes.ALL_COMPOSITIONS:
+    for template, article, word, phrase in itertools.product(
+        shapes.PARAPHRASE_TEMPLATES, shapes.ARTICLES, shapes.SHAPE_WORDS[comp.shape],
+        shapes.MOTION_PHRASES[comp.motion]):
+      text = " ".join(template.format(article=article, color=comp.color, shape=word, motion=phrase).split())
+      assert shapes.parse_prompt(text, paraphrases=True) == [comp], text
+      with pytest.raises(ValueError, match="cannot parse prompt"):  # never a training caption's word order
+        shapes.parse_prompt(text)
+  with pytest.raises(ValueError, match="cannot parse prompt"):
+    shapes.parse_prompt("moving left, a red circle")
+  assert shapes.parse_prompt("Moving to the left: the RED ball.", paraphrases=True) == [("red", "circle", "left")]
+  # Paraphrases are single objects; captions still parse as before with paraphrases on.
+  assert shapes.parse_prompt("a red ball going left and a blue box rising", paraphrases=True) == [
+      ("red", "circle", "left"), ("blue", "square", "up")]
+  with pytest.raises(ValueError, match="cannot parse prompt"):
+    shapes.parse_prompt("moving left, a red circle and a blue box rising", paraphrases=True)
+
+
+def test_place_objects_renders_the_compositions_asked_for():
+  rng = np.random.default_rng(0)
+  pair = shapes.place_objects(SPEC, shapes.HELDOUT_COMPOSITIONS[:2], rng)
+  assert [o.composition for o in pair] == list(shapes.HELDOUT_COMPOSITIONS[:2])
+  assert shapes.render_objects(SPEC, pair).shape == (SPEC.num_frames, SPEC.height, SPEC.width, 3)
+  (single,) = shapes.place_objects(SPEC, [shapes.HELDOUT_COMPOSITIONS[3]], rng)
+  assert single.composition == shapes.HELDOUT_COMPOSITIONS[3]
+  with pytest.raises(ValueError, match="one or two"):
+    shapes.place_objects(SPEC, shapes.HELDOUT_COMPOSITIONS[:3], rng)
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small", "test"])
+def test_every_two_object_eval_prompt_can_be_drawn_at_the_presets_sizes(preset):
+  from tests import helpers
+  from vidgen.data import datasets
+  config = helpers.load_config(preset)
+  spec = datasets.shapes_spec(config.data)
+  rng = np.random.default_rng(0)
+  for prompt in shapes.two_object_prompts(config.eval.num_two_object, seed=config.seed):
+    objects = shapes.place_objects(spec, shapes.parse_prompt(prompt), rng)
+    assert shapes.render_objects(spec, objects).shape == (spec.num_frames, spec.height, spec.width, 3)

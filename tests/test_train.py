@@ -13,6 +13,7 @@ from vidgen import config_validation
 from vidgen import generate as generate_lib
 from vidgen import main as main_lib
 from vidgen import video_io
+from vidgen.evaluate import evaluate as evaluate_lib
 from vidgen.models import build
 from vidgen.parallel import mesh as mesh_lib
 from vidgen.train import dit_trainer
@@ -41,9 +42,26 @@ def test_metrics_and_report_written(trained):
     on_disk = json.load(f)
   assert on_disk["vae"]["psnr_db"] == pytest.approx(report["vae"]["psnr_db"])
   assert report["real_heldout"]["all_correct_rate"] >= 0.99
-  assert os.path.exists(os.path.join(workdir, "eval", "heldout", "index.json"))
-  vae_only = main_lib.run(trained[0], workdir, "evaluate_vae", progress=False)
+  config = trained[0]
+  # The judge on the VAE's reconstructions of the PSNR's clips, beside the PSNR.
+  judged = on_disk["vae"]["judged"]
+  assert judged["num_videos"] == report["vae"]["num_clips"] == config.eval.num_recon
+  for key in ("all_correct_rate", "color_accuracy", "shape_accuracy", "direction_accuracy"):
+    assert 0.0 <= judged[key] <= 1.0
+  # Every generated set, judged and written under eval/<name>/; paraphrase_gap compares held-out with reworded.
+  sizes = {"heldout": config.eval.num_prompts, "train": config.eval.num_prompts,
+           "two_object": config.eval.num_two_object, "paraphrase": config.eval.num_paraphrase}
+  for name, size in sizes.items():
+    assert on_disk[f"generated_{name}"]["num_videos"] == size > 0
+    with open(os.path.join(workdir, "eval", name, "index.json")) as f:
+      assert [e["prompt"] for e in json.load(f)] == evaluate_lib.prompt_sets(config)[name]
+  assert on_disk["paraphrase_gap"] == pytest.approx(
+      report["generated_heldout"]["all_correct_rate"] - report["generated_paraphrase"]["all_correct_rate"])
+  text = main_lib.format_report(report)
+  assert "judge, VAE reconstructions" in text and "two-object" in text and "paraphrased" in text
+  vae_only = main_lib.run(config, workdir, "evaluate_vae", progress=False)
   assert vae_only["vae"]["psnr_db"] == pytest.approx(report["vae"]["psnr_db"], abs=1e-6)
+  assert vae_only["vae"]["judged"] == pytest.approx(report["vae"]["judged"], abs=1e-6, nan_ok=True)
 
 
 def test_same_seed_same_bytes(trained, tmp_path):

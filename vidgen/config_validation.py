@@ -123,6 +123,8 @@ def validate(config) -> None:
   _require(s.shift > 0, "sample.shift", s.shift, "must be > 0")
   _require(s.batch_size >= 1, "sample.batch_size", s.batch_size, "must be >= 1")
   _require(config.eval.num_prompts >= 1, "eval.num_prompts", config.eval.num_prompts, "must be >= 1")
+  for field in ("num_two_object", "num_paraphrase"):
+    _require(config.eval[field] >= 0, f"eval.{field}", config.eval[field], "must be >= 0 (0 skips the set)")
 
 
 def _check_model_split(config, context: int, tensor: int) -> None:

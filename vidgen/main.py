@@ -150,14 +150,22 @@ def _write_json(path: str, value):
 
 def format_report(report: dict) -> str:
   vae, gh, gt, real = (report.get(k, {}) for k in ("vae", "generated_heldout", "generated_train", "real_heldout"))
+  vj, g2, gp = vae.get("judged", {}), report.get("generated_two_object", {}), report.get("generated_paraphrase", {})
+  nan = float("nan")
   lines = [
       "vidgen report",
       f"  VAE reconstruction PSNR (held-out clips): {vae.get('psnr_db', float('nan')):.2f} dB",
+      f"  judge, VAE reconstructions:      all-correct {vj.get('all_correct_rate', nan):.1%}  (color "
+      f"{vj.get('color_accuracy', nan):.1%}, shape {vj.get('shape_accuracy', nan):.1%}, direction "
+      f"{vj.get('direction_accuracy', nan):.1%}; {vj.get('num_videos', 0)} held-out clips)",
       f"  judge, real held-out clips:      all-correct {real.get('all_correct_rate', float('nan')):.1%}",
       f"  judge, generated held-out:       all-correct {gh.get('all_correct_rate', float('nan')):.1%}  "
       f"(color {gh.get('color_accuracy', float('nan')):.1%}, shape {gh.get('shape_accuracy', float('nan')):.1%}, "
       f"direction {gh.get('direction_accuracy', float('nan')):.1%}; {gh.get('num_videos', 0)} prompts)",
       f"  judge, generated train-comps:    all-correct {gt.get('all_correct_rate', float('nan')):.1%}",
+      f"  judge, generated two-object:     all-correct {g2.get('all_correct_rate', nan):.1%}  "
+      f"({g2.get('num_videos', 0)} held-out pairs); paraphrased held-out {gp.get('all_correct_rate', nan):.1%}  "
+      f"({gp.get('num_videos', 0)} prompts, gap {report.get('paraphrase_gap', nan) * 100:+.1f} points)",
       f"  background flicker (gray levels): real {real.get('mean_flicker', float('nan')):.2f}, "
       f"generated {gh.get('mean_flicker', float('nan')):.2f} "
       f"(ratio {report.get('flicker_ratio_generated_to_real', float('nan')):.2f})",
@@ -201,8 +209,10 @@ def main(argv):
     print(format_report(result))
     print(f"report written to {os.path.join(_WORKDIR.value, 'report.json')}")
   elif _MODE.value == "evaluate_vae":
-    print(f"VAE reconstruction PSNR (held-out clips): {result['vae']['psnr_db']:.2f} dB "
-          f"(report in {os.path.join(_WORKDIR.value, 'vae', 'report.json')})")
+    judged = result["vae"].get("judged")
+    print(f"VAE reconstruction PSNR (held-out clips): {result['vae']['psnr_db']:.2f} dB"
+          + (f", judged all-correct {judged['all_correct_rate']:.1%}" if judged else "")
+          + f" (report in {os.path.join(_WORKDIR.value, 'vae', 'report.json')})")
   elif _MODE.value == "generate":
     n = len(result["index"])
     print(f"wrote {n} video{'s' if n != 1 else ''} to {result['out_dir']} (entries added to its index.json)")

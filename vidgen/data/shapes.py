@@ -4,7 +4,9 @@ Colored circles, squares and triangles slide at constant speed in one of four di
 background. Every clip is a pure function of (spec, split, index, seed), captions come from a small grammar
 that `parse_prompt` inverts exactly (so an analytic judge can score generated videos against any prompt),
 and eight (color, shape, motion) compositions are held out of training to measure compositional
-generalisation. Pure numpy: no jax, no TensorFlow.
+generalisation. Evaluation prompts add what training never shows: pairs of held-out compositions
+(`two_object_prompts`) and held-out word orders (`PARAPHRASE_TEMPLATES`, `paraphrase_prompts`), which
+`parse_prompt(text, paraphrases=True)` also inverts. Pure numpy: no jax, no TensorFlow.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ PALETTE = {
 # Unit (dx, dy) per motion in image coordinates: x grows to the right, y grows downwards.
 MOTION_VECTORS = {"left": (-1.0, 0.0), "right": (1.0, 0.0), "up": (0.0, -1.0), "down": (0.0, 1.0)}
 SPLIT_CODES = {"train": 0, "val": 1, "heldout": 2}
-_EVAL_PROMPT_CODE = 3  # rng stream for eval_prompts, disjoint from every split
+_EVAL_PROMPT_CODE = 3  # rng stream for eval_prompts (and paraphrase_prompts' words), disjoint from every split
+_TWO_OBJECT_PROMPT_CODE = 4  # rng stream for two_object_prompts
 _SUPERSAMPLE = 4  # sub-samples per pixel side for anti-aliasing (4x4 box filter)
 # Unit gaussian quantiles at 256 evenly spaced probabilities: indexing with random bytes draws sensor noise
 # five times faster than rng.standard_normal (tails clipped at 2.9 sigma, invisible after rounding to uint8).
@@ -78,6 +81,19 @@ MOTION_PHRASES = {
 }
 ARTICLES = ("a", "the", "")
 CONNECTORS = ("and", "while")
+# Every training caption puts one object's words in this order (the article may be empty).
+CAPTION_TEMPLATE = "{article} {color} {shape} {motion}"
+# Held out of training: the other orders of (color, shape, motion), in the training captions' words alone (the
+# text encoder knows no others). The tokenizer drops punctuation, so the commas only help a reader: what differs
+# from training is the word order, and no article choice turns one of these into the training order. Single
+# objects only, with no connector ("and" / "while" always separate two objects in training).
+PARAPHRASE_TEMPLATES = (
+    "{motion}, {article} {color} {shape}",  # "moving left, a red circle"
+    "{motion}, {article} {shape}, {color}",  # "rising, the ball, green"
+    "{article} {shape}, {color}, {motion}",  # "a box, blue, sinking"
+    "{article} {shape} {motion}, {color}",  # "the triangle heading down, red"
+    "{color}, {motion}, {article} {shape}",  # "yellow, moving to the right, a disk"
+)
 _WORD_TO_SHAPE = {w: s for s, words in SHAPE_WORDS.items() for w in words}
 _PHRASE_TO_MOTION = {p: m for m, phrases in MOTION_PHRASES.items() for p in phrases}
 
@@ -86,13 +102,19 @@ def _pick(options: Sequence[str], rng: np.random.Generator) -> str:
   return options[int(rng.integers(len(options)))]
 
 
-def object_phrase(comp: Composition, rng: np.random.Generator | None = None) -> str:
-  """One object's caption phrase; canonical ("a red circle moving left") when rng is None."""
+def _phrase_slots(comp: Composition, rng: np.random.Generator | None) -> dict[str, str]:
+  """The words of one object's phrase by slot (article, color, shape, motion); canonical when rng is None."""
   color, shape, motion = comp
   if rng is None:
-    return f"a {color} {shape} moving {motion}"
-  words = [_pick(ARTICLES, rng), color, _pick(SHAPE_WORDS[shape], rng), _pick(MOTION_PHRASES[motion], rng)]
-  return " ".join(w for w in words if w)
+    return dict(article="a", color=color, shape=shape, motion=f"moving {motion}")
+  article = _pick(ARTICLES, rng)  # draw order fixed: article, shape word, motion phrase (the captions depend on it)
+  word = _pick(SHAPE_WORDS[shape], rng)
+  return dict(article=article, color=color, shape=word, motion=_pick(MOTION_PHRASES[motion], rng))
+
+
+def object_phrase(comp: Composition, rng: np.random.Generator | None = None) -> str:
+  """One object's caption phrase; canonical ("a red circle moving left") when rng is None."""
+  return CAPTION_TEMPLATE.format(**_phrase_slots(Composition(*comp), rng)).strip()
 
 
 def make_caption(comps: Sequence[Composition], rng: np.random.Generator | None = None) -> str:
@@ -104,12 +126,39 @@ def make_caption(comps: Sequence[Composition], rng: np.random.Generator | None =
   return text
 
 
-def parse_prompt(text: str) -> list[Composition]:
+def _slot_pattern(slot: str) -> str:
+  options = {"article": [a for a in ARTICLES if a], "color": list(COLORS), "shape": sorted(_WORD_TO_SHAPE),
+             "motion": sorted(_PHRASE_TO_MOTION, key=len, reverse=True)}[slot]
+  group = f"(?P<{slot}>{'|'.join(re.escape(o) for o in options)}) "
+  return f"(?:{group})?" if slot == "article" else group
+
+
+# One regex per paraphrase template over the prompt's words, each followed by a space.
+_PARAPHRASE_PATTERNS = tuple(
+    re.compile("".join(_slot_pattern(slot) for slot in re.findall(r"\{(\w+)\}", template)))
+    for template in PARAPHRASE_TEMPLATES)
+
+
+def paraphrase(comp: Composition, template: str, rng: np.random.Generator | None = None) -> str:
+  """One object's phrase in another word order, e.g. "moving left, a red circle" (the words drawn as
+  object_phrase draws them: the same rng state gives the same article, shape word and motion phrase)."""
+  return " ".join(template.format(**_phrase_slots(Composition(*comp), rng)).split())
+
+
+def parse_prompt(text: str, paraphrases: bool = False) -> list[Composition]:
   """Inverts every caption template: "the red ball rising while a blue box falls" -> [(red, circle, up), ...].
 
-  Case and punctuation are ignored; anything outside the caption grammar raises a ValueError.
+  Case and punctuation are ignored; anything outside the caption grammar raises a ValueError. With
+  `paraphrases`, a single object in one of the held-out PARAPHRASE_TEMPLATES parses too
+  ("rising, the ball, green" -> [(green, circle, up)]): the judge reads both, training captions use neither.
   """
   words = re.sub(r"[^a-z]+", " ", text.lower()).split()
+  if paraphrases:
+    joined = " ".join(words) + " "
+    for pattern in _PARAPHRASE_PATTERNS:
+      match = pattern.fullmatch(joined)
+      if match:
+        return [Composition(match["color"], _WORD_TO_SHAPE[match["shape"]], _PHRASE_TO_MOTION[match["motion"]])]
   segments: list[list[str]] = [[]]
   for word in words:
     if word in CONNECTORS:
@@ -136,6 +185,39 @@ def eval_prompts(n: int, seed: int = 0, compositions: Sequence[Composition] = HE
   """n single-object prompts cycling over `compositions` (held-out by default) with varied templates."""
   rng = np.random.default_rng([seed, _EVAL_PROMPT_CODE])
   return [object_phrase(Composition(*compositions[i % len(compositions)]), rng) for i in range(n)]
+
+
+def paraphrase_prompts(n: int, seed: int = 0, compositions: Sequence[Composition] = HELDOUT_COMPOSITIONS,
+                       templates: Sequence[str] = PARAPHRASE_TEMPLATES) -> list[str]:
+  """eval_prompts(n, seed, compositions) reworded: prompt i has prompt i's composition, article, shape word and
+  motion phrase, in the held-out word order templates[i % len(templates)]. Only the word order differs, so the
+  gap between the two sets' judged rates (sampled with the same noise per index) measures it alone."""
+  rng = np.random.default_rng([seed, _EVAL_PROMPT_CODE])
+  return [paraphrase(compositions[i % len(compositions)], templates[i % len(templates)], rng) for i in range(n)]
+
+
+def two_object_prompts(n: int, seed: int = 0, compositions: Sequence[Composition] = HELDOUT_COMPOSITIONS) -> list[str]:
+  """n two-object prompts, both objects from `compositions` (held-out by default, so the pair is new too).
+
+  As in training's two-object clips, the objects differ in color, the first cycles over `compositions`, its
+  partner is drawn from the others, either may be named first, and the wording and connector come from the
+  caption templates ("a red ball going left while the yellow disk slides right"). The two move along one axis
+  (both horizontal or both vertical): every spec draws such a pair apart, while perpendicular movers fit only
+  when small (at tiny's sizes training never places one), so no prompt asks for a clip that cannot exist.
+  """
+  rng = np.random.default_rng([seed, _TWO_OBJECT_PROMPT_CODE])
+  comps = [Composition(*c) for c in compositions]
+  horizontal = lambda c: MOTION_VECTORS[c.motion][0] != 0
+  prompts = []
+  for i in range(n):
+    first = comps[i % len(comps)]
+    partners = [c for c in comps if c.color != first.color and horizontal(c) == horizontal(first)]
+    if not partners:
+      raise ValueError(f"two_object_prompts needs a partner for {first} among {compositions}: another color "
+                       "moving along the same axis")
+    pair = [first, partners[int(rng.integers(len(partners)))]]
+    prompts.append(make_caption(pair if rng.random() < 0.5 else pair[::-1], rng))
+  return prompts
 
 
 # ---------------------------------------------------------------------------------------------- spec
@@ -332,6 +414,23 @@ def sample_objects(spec: ShapesSpec, split: str, index: int, rng: np.random.Gene
     raise RuntimeError(f"could not place a second object next to {first} in {spec}")
   x0, y0, size = _sample_geometry(spec, first.motion, rng, 1)
   return [ObjectSpec(*first, x0=float(x0[0]), y0=float(y0[0]), size=float(size[0]))]
+
+
+def place_objects(spec: ShapesSpec, comps: Sequence[Composition], rng: np.random.Generator,
+                  tries: int = 16) -> list[ObjectSpec]:
+  """Objects showing one or two compositions (in order) at random places, as training clips place them: every
+  trajectory inside the frame, two objects a pixel apart in every frame. E.g. the real clip of an eval prompt."""
+  comps = [Composition(*c) for c in comps]
+  if len(comps) == 1:
+    x0, y0, size = _sample_geometry(spec, comps[0].motion, rng, 1)
+    return [ObjectSpec(*comps[0], x0=float(x0[0]), y0=float(y0[0]), size=float(size[0]))]
+  if len(comps) != 2:
+    raise ValueError(f"place_objects places one or two objects, got {len(comps)}")
+  for _ in range(tries):
+    pair = _place_pair(spec, comps[0], comps[1], rng)
+    if pair is not None:
+      return pair
+  raise RuntimeError(f"could not place {comps} apart in {spec}")
 
 
 def make_example(spec: ShapesSpec, split: str, index: int, seed: int = 0) -> dict:

@@ -1,6 +1,7 @@
 """Analytic judge: does a generated Shapes video show what its prompt asks for?
 
-No learned model: the prompt is parsed with the caption grammar, pixels are segmented by palette color, and
+No learned model: the prompt is parsed with the caption grammar (or one of the held-out paraphrase word orders,
+shapes.PARAPHRASE_TEMPLATES), pixels are segmented by palette color, and
 each requested object is checked for color (present in most frames), shape (soft IoU against ideal, optionally
 blurred, templates fitted by area and centroid, majority over frames) and direction (linear fit of its centroid)
 and unrequested blobs are flagged. Segmentation models each pixel as a mix of the background and one palette
@@ -155,7 +156,8 @@ def _extra_objects(seg: Segmentation, comps: Sequence[shapes.Composition], spec:
 
 
 def judge_video(video: np.ndarray, prompt: str, spec: shapes.ShapesSpec = shapes.ShapesSpec()) -> dict:
-  """Verdicts for one video [T, H, W, 3] (uint8 or floats in 0..255) against its prompt.
+  """Verdicts for one video [T, H, W, 3] (uint8 or floats in 0..255) against its prompt (a caption, or a
+  single object in a held-out paraphrase word order).
 
   Returns dict(prompt, objects=[per requested object: color_ok, shape_ok, direction_ok, correct,
   detected_shape, detected_motion ('static' if it moves < MIN_TRAVEL_FRACTION of the spec's travel),
@@ -165,7 +167,7 @@ def judge_video(video: np.ndarray, prompt: str, spec: shapes.ShapesSpec = shapes
   video = np.asarray(video)
   if video.ndim != 4 or video.shape[-1] != 3 or video.shape[0] < 2:
     raise ValueError(f"judge_video needs a video [T>=2, H, W, 3], got shape {video.shape}")
-  comps = shapes.parse_prompt(prompt)
+  comps = shapes.parse_prompt(prompt, paraphrases=True)
   seg = segment(video, spec)
   objects = [_judge_object(seg, comp, sum(c.color == comp.color for c in comps[:i]), spec)
              for i, comp in enumerate(comps)]
@@ -176,6 +178,15 @@ def judge_video(video: np.ndarray, prompt: str, spec: shapes.ShapesSpec = shapes
       all_correct=bool(all(o["correct"] for o in objects) and not extras),
       flicker=video_metrics.background_flicker(video, seg.object_mask),
       area_cv=float(np.mean(cvs)) if cvs else float("nan"))
+
+
+SUMMARY_KEYS = ("all_correct_rate", "color_accuracy", "shape_accuracy", "direction_accuracy", "mean_flicker",
+                "mean_area_cv", "num_videos")
+
+
+def summary(report: dict) -> dict:
+  """The aggregate rates of a judge_batch report (no per-prompt results), as evaluation reports keep them."""
+  return {k: report[k] for k in SUMMARY_KEYS if k in report}
 
 
 def _nanmean(values) -> float:
@@ -198,7 +209,7 @@ def judge_batch(videos, prompts: Sequence[str], spec: shapes.ShapesSpec = shapes
   rate = lambda key, items: float(np.mean([x[key] for x in items])) if items else float("nan")
   by_composition: dict[str, list[bool]] = {}
   for r in results:
-    key = shapes.make_caption(shapes.parse_prompt(r["prompt"]))
+    key = shapes.make_caption(shapes.parse_prompt(r["prompt"], paraphrases=True))
     by_composition.setdefault(key, []).append(r["all_correct"])
   return dict(
       num_videos=len(results),
