@@ -34,6 +34,7 @@ setuptools.setup(
         "test": ["pytest>=8", "pytest-xdist>=3.5", "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29"],
         "gpu": ["jax[cuda12]"],
         "tpu": ["jax[tpu]"],
+        "experiments": ["matplotlib>=3.8"],  # the plots of experiments/ (time_to_quality.py); not the library
         # The reference implementations: tests/fixtures/wan/make_fixtures.py and vidgen.weights.convert_pth only.
         "reference": ["torch==2.13.0", "diffusers>=0.35", "transformers>=4.50", "sentencepiece>=0.2", "ftfy"],
     },

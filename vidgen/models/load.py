@@ -33,12 +33,25 @@ def require_checkpoint(workdir: str, name: str):
         f"(or --mode=all) on this workdir first")
 
 
-def restore_field(workdir: str, name: str, field: str):
-  """One field of the TrainState in the newest intact checkpoint of WORKDIR/name, as plain arrays."""
+def checkpoint_steps(workdir: str, name: str) -> list[int]:
+  """The finished checkpoint steps of WORKDIR/name, oldest first (config.checkpoint_keep sets how many stay)."""
   require_checkpoint(workdir, name)
   with ckpt_lib.Checkpointer(checkpoint_dir(workdir, name), read_only=True) as checkpointer:
-    state = checkpointer.restore()
-  return state[field] if isinstance(state, dict) else getattr(state, field)
+    return sorted(checkpointer.manager.all_steps())
+
+
+def restore_field(workdir: str, name: str, field: str, step: int | None = None):
+  """One field of the TrainState in the newest intact checkpoint of WORKDIR/name, as plain arrays; with `step`,
+  of that step exactly (a missing or damaged one raises, rather than falling back to an older step)."""
+  require_checkpoint(workdir, name)
+  path = checkpoint_dir(workdir, name)
+  with ckpt_lib.Checkpointer(path, read_only=True) as checkpointer:
+    steps = sorted(checkpointer.manager.all_steps())
+    state = checkpointer.restore(step=step) if step is None or step in steps else None
+  get = lambda key: state[key] if isinstance(state, dict) else getattr(state, key)
+  if step is not None and (state is None or int(get("step")) != step):  # restore falls back past damaged steps
+    raise ckpt_lib.CheckpointError(f"checkpoint step {step} of {path} is missing or damaged (steps there: {steps})")
+  return get(field)
 
 
 def latent_stats(workdir: str) -> dict[str, np.ndarray]:
@@ -56,6 +69,7 @@ def vae_params(workdir: str):
   return restore_field(workdir, "vae", "params"), latent_stats(workdir)
 
 
-def denoiser_params(workdir: str, use_ema: bool):
-  """Text encoder + DiT params of the newest checkpoint: the EMA average when use_ema, else the raw ones."""
-  return restore_field(workdir, "dit", "ema_params" if use_ema else "params")
+def denoiser_params(workdir: str, use_ema: bool, step: int | None = None):
+  """Text encoder + DiT params of the newest checkpoint (or of `step`): the EMA average when use_ema, else the
+  raw ones."""
+  return restore_field(workdir, "dit", "ema_params" if use_ema else "params", step=step)
