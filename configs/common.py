@@ -63,6 +63,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.text.width = 128
   c.text.depth = 2
   c.text.num_heads = 4
+  c.text.token_init_std = 0.02  # init scale of the word embeddings (models/text.py says why it matters)
+  c.text.position_init_std = 0.02
 
   # Latent DiT (Wan 2.1 layout).
   c.dit = ml_collections.ConfigDict()
@@ -75,6 +77,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.dit.qk_norm = True
   c.dit.cross_attn_norm = True
   c.dit.text_pool = True
+  c.dit.rope_theta = 10000.0  # RoPE's base: its lowest frequencies hardly turn over a small token grid
+  c.dit.pos_embed = "none"  # none | sincos: an absolute (frame, row, column) embedding on top of RoPE
   c.dit.remat = "none"  # none | full | dots (keep matmul outputs) | dots_no_batch: trade compute for memory
   # One block traced and looped over stacked parameters (MaxText's scan_layers): compile time stays flat in
   # depth, FSDP gathers and reduces one block at a time, and the tiny DiT step is 21% faster on CPU
@@ -106,6 +110,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train_dit.lr = 5e-4
   c.train_dit.warmup_steps = 200
   c.train_dit.weight_decay = 0.0
+  c.train_dit.optimizer = "adamw"  # adamw | muon (dense kernels orthogonalised; the rest AdamW at lr)
+  c.train_dit.muon_lr = 0.02
   c.train_dit.grad_clip = 1.0
   c.train_dit.grad_accum_steps = 1  # micro-batches per optimizer step (batch_size is the whole step's batch)
   c.train_dit.ema_decay = 0.999

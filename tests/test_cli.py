@@ -20,6 +20,9 @@ from vidgen.models import load
     ({"dit.num_heads": 5}, "config.dit.num_heads=5"),
     ({"vae.temporal_kernel": 2}, "config.vae.temporal_kernel=2"),
     ({"eval.num_two_object": -1}, "config.eval.num_two_object=-1"),
+    ({"dit.pos_embed": "learned"}, "config.dit.pos_embed='learned'"),
+    ({"train_dit.optimizer": "lion"}, "config.train_dit.optimizer='lion' is invalid: allowed ('adamw', 'muon')"),
+    ({"dit.patch_size": (1, 2, 2, 3, 2, 2)}, "config.dit.patch_size=(1, 2, 2, 3, 2, 2) is invalid: allowed three"),
     ({"vae.level_shortcuts": True, "vae.dim_mult": (1, 3, 2)}, "config.vae.dim_mult=(1, 3, 2) is invalid: vae.level"),
 ])
 def test_invalid_fields_fail_before_anything_runs(tmp_path, overrides, needle):

@@ -83,6 +83,21 @@ def test_rope_is_relative():
   assert rope.axis_pairs(128) == (22, 21, 21)
 
 
+@pytest.mark.parametrize("pos_embed", ["none", "sincos"])
+def test_absolute_position_embedding_tells_tokens_apart(pos_embed):
+  """A latent equal everywhere: with RoPE alone every token attends to identical values, so every patch gets
+  the same velocity; the sincos embedding lets the model place things in the frame."""
+  model = t2v.TextToVideo(text_kwargs=TEXT, dit_kwargs=dict(DIT, pos_embed=pos_embed))
+  x = jnp.ones((1, 3, 4, 6, 4))
+  ids = jnp.asarray(tok_lib.HashedWordTokenizer(256, 8).encode_batch(["a red circle"])[0])
+  v = np.asarray(model.apply({"params": _random_params(model, x, ids)}, x, jnp.array([0.5]), ids))
+  corner = v[:, :, ::2, ::2]  # one pixel of each 2x2 patch
+  spread = np.abs(corner - corner[:, :1, :1, :1]).max()
+  assert (spread < 1e-4) if pos_embed == "none" else (spread > 1e-2)
+  table = np.asarray(rope.sincos_embedding((3, 4, 6), 48))
+  assert table.shape == (72, 48) and len(np.unique(table.round(5), axis=0)) == 72
+
+
 def test_text_encoder_empty_prompt_is_valid_context():
   enc = text_lib.TextEncoder(**TEXT)
   ids = jnp.zeros((2, 8), jnp.int32)

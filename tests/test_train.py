@@ -57,8 +57,16 @@ def test_metrics_and_report_written(trained):
       assert [e["prompt"] for e in json.load(f)] == evaluate_lib.prompt_sets(config)[name]
   assert on_disk["paraphrase_gap"] == pytest.approx(
       report["generated_heldout"]["all_correct_rate"] - report["generated_paraphrase"]["all_correct_rate"])
+  # Per trained stage: its steps, the FLOPs they ran (flops_per_step is constant on Shapes) and the peak.
+  for stage in ("vae", "dit"):
+    summary = on_disk["training"][f"train_{stage}"]
+    steps = getattr(config, f"train_{stage}").steps
+    last = helpers.read_metrics(os.path.join(workdir, stage, "metrics.jsonl"))[-1]
+    assert summary["steps"] == steps and summary["flops"] == pytest.approx(steps * last["flops_per_step"])
+    assert summary["matmul_peak_tflops"] > 0 and "measured" in summary["peak_source"]
   text = main_lib.format_report(report)
   assert "judge, VAE reconstructions" in text and "two-object" in text and "paraphrased" in text
+  assert f"train_dit: {config.train_dit.steps} steps" in text and "TFLOP/s" in text
   vae_only = main_lib.run(config, workdir, "evaluate_vae", progress=False)
   assert vae_only["vae"]["psnr_db"] == pytest.approx(report["vae"]["psnr_db"], abs=1e-6)
   assert vae_only["vae"]["judged"] == pytest.approx(report["vae"]["judged"], abs=1e-6, nan_ok=True)
@@ -157,3 +165,36 @@ def test_a_second_generate_into_the_same_directory_keeps_the_first(trained, tmp_
   with pytest.raises(generate_lib.OutputDirError, match="index.json is not a readable index"):
     main_lib.run(config, workdir, "generate", ["a green triangle"], out_dir=out, progress=False)
   assert sorted(os.listdir(out)) == sorted([e["file"] for e in index] + ["index.json", "grid.png"])
+
+
+def test_muon_orthogonalises_hidden_kernels_and_leaves_the_rest_to_adamw():
+  from vidgen.train import state as state_lib
+  assert state_lib.OPTIMIZERS == ("adamw", "muon")  # the names config_validation allows
+  rng = np.random.default_rng(0)
+  params = {"blocks": {"ffn": {"kernel": rng.normal(size=(2, 16, 8)).astype(np.float32)}},
+            "patch_embedding": {"kernel": rng.normal(size=(16, 8)).astype(np.float32)},
+            "norm": {"weight": np.ones(8, np.float32)}}
+  grads = jax.tree_util.tree_map(lambda x: rng.normal(size=x.shape).astype(np.float32), params)
+  tx = state_lib.make_optimizer(1e-3, 10, 0, optimizer="muon", muon_lr=0.02)
+  _, opt_state = tx.update(grads, tx.init(params), params)  # step 0: the warm-up's rate is 0
+  updates, _ = tx.update(grads, opt_state, params)
+  # Each stacked layer's update is near-orthogonal (Newton-Schulz flattens its singular values); with the same
+  # gradient twice AdamW's step is lr * sign(grad) everywhere else.
+  for layer in np.asarray(updates["blocks"]["ffn"]["kernel"]):
+    sv = np.linalg.svd(layer, compute_uv=False)
+    assert sv.min() > 0.5 * sv.max()
+  for leaf in (updates["patch_embedding"]["kernel"], updates["norm"]["weight"]):
+    np.testing.assert_allclose(np.abs(np.asarray(leaf)), np.abs(np.asarray(leaf)).max(), rtol=1e-3)
+
+
+def test_muon_trains_the_dit_on_an_fsdp_mesh(trained, tmp_path):
+  """A fresh DiT run with optimizer='muon' on fsdp=8: its masked optimizer state (optax.MaskedNode where a
+  parameter is AdamW's) gets shardings, and the steps run."""
+  config, workdir, _ = trained
+  copy = str(tmp_path / "run")
+  shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("dit"))
+  config = helpers.load_config(**{"train_dit.steps": 3, "train_dit.log_every": 1, "mesh.data": 1, "mesh.fsdp": 8,
+                                  "train_vae.steps": 30, "train_dit.optimizer": "muon"})
+  state = dit_trainer.train_dit(config, copy, mesh_lib.create_mesh(config.mesh), progress=False)
+  assert int(state.step) == 3
+  assert all(np.isfinite(m["loss"]) for m in helpers.read_metrics(os.path.join(copy, "dit", "metrics.jsonl")))

@@ -74,6 +74,9 @@ def validate(config) -> None:
   tc, sc = build.compression(config)
   _require(d.num_frames >= 1 and (d.num_frames - 1) % tc == 0, "data.num_frames", d.num_frames,
            f"the VAE takes 1 + {tc}k frames (1, {1 + tc}, {1 + 2 * tc}, {1 + 4 * tc}, ...)")
+  # A tuple flag given twice is concatenated by ml_collections, e.g. (1, 2, 2, 3, 2, 2).
+  _require(len(dit.patch_size) == 3 and all(int(p) == p and p >= 1 for p in dit.patch_size), "dit.patch_size",
+           tuple(dit.patch_size), "allowed three integers >= 1 (frames, rows, columns)")
   pt, ph, pw = dit.patch_size
   for field, size, p in (("data.height", d.height, ph), ("data.width", d.width, pw)):
     _require(size > 0 and size % (sc * p) == 0, field, size,
@@ -93,6 +96,8 @@ def validate(config) -> None:
            f"allowed {attention.IMPLEMENTATIONS}")
   # -1 (devices left over) is only known once the mesh exists: validate_for_mesh checks it then.
   _check_model_split(config, context=config.mesh.context, tensor=config.mesh.tensor)
+  _require(dit.rope_theta > 1, "dit.rope_theta", dit.rope_theta, "must be > 1")
+  _require(dit.pos_embed in dit_lib.POS_EMBEDS, "dit.pos_embed", dit.pos_embed, f"allowed {dit_lib.POS_EMBEDS}")
   _require(dit.remat in dit_lib.REMAT_POLICIES, "dit.remat", dit.remat, f"allowed {tuple(dit_lib.REMAT_POLICIES)}")
   for field, value in (("vae.dtype", v.dtype), ("dit.dtype", dit.dtype)):
     _require(value in COMPUTE_DTYPES, field, value, f"allowed {COMPUTE_DTYPES}")
@@ -111,6 +116,10 @@ def validate(config) -> None:
            "must be in [0, 1)")
   _require(0.0 <= config.train_dit.ema_decay < 1.0, "train_dit.ema_decay", config.train_dit.ema_decay,
            "must be in [0, 1)")
+  # The names of train/state.py's OPTIMIZERS (validation does not import the trainers; a test keeps them equal).
+  _require(config.train_dit.optimizer in ("adamw", "muon"), "train_dit.optimizer", config.train_dit.optimizer,
+           "allowed ('adamw', 'muon')")
+  _require(config.train_dit.muon_lr > 0, "train_dit.muon_lr", config.train_dit.muon_lr, "must be > 0")
   _require(config.train_dit.shift > 0, "train_dit.shift", config.train_dit.shift, "must be > 0")
   if dit.frame_conditioning:
     try:

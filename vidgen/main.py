@@ -128,6 +128,7 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
   if mode == "evaluate" or (mode == "all" and config.data.name == "shapes"):
     result = timed("evaluate", lambda: evaluate_lib.evaluate(config, workdir, progress=progress))
     result["seconds"] = timings
+    result["training"] = _training_summaries(workdir)
     _write_json(os.path.join(workdir, "report.json"), result)
   if mode == "evaluate_vae":  # the VAE alone (held-out reconstruction), e.g. to compare VAE configs
     vae_params, _ = load.vae_params(workdir)
@@ -139,6 +140,17 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
                  else generate_lib.Generator(config, workdir))
     result = tasks.run(generator, inputs, out_dir or os.path.join(workdir, "samples"), seed=seed, progress=progress)
   return result
+
+
+def _training_summaries(workdir: str) -> dict:
+  """Per trained stage: steps, training FLOPs and the matmul peak its run measured (WORKDIR/{vae,dit}/training.json)."""
+  out = {}
+  for stage in ("vae", "dit"):
+    path = os.path.join(workdir, stage, "training.json")
+    if os.path.exists(path):
+      with open(path) as f:
+        out[f"train_{stage}"] = json.load(f)
+  return out
 
 
 def _write_json(path: str, value):
@@ -171,6 +183,10 @@ def format_report(report: dict) -> str:
       f"(ratio {report.get('flicker_ratio_generated_to_real', float('nan')):.2f})",
       f"  seconds: {report.get('seconds', {})}",
   ]
+  for stage, summary in report.get("training", {}).items():
+    peak = summary.get("matmul_peak_tflops")
+    lines.append(f"  {stage}: {summary['steps']} steps, {summary['flops']:.3g} training FLOPs"
+                 + (f" (matmul peak measured {peak:.3g} TFLOP/s)" if peak else ""))
   return "\n".join(lines)
 
 

@@ -87,7 +87,8 @@ def _dit_kwargs(config) -> dict:
   return dict(patch_size=tuple(dit.patch_size), in_dim=dit_in_dim(config), out_dim=config.vae.z_dim, dim=dit.dim,
               ffn_dim=dit.ffn_dim, freq_dim=dit.freq_dim, num_heads=dit.num_heads, depth=dit.depth,
               qk_norm=dit.qk_norm, cross_attn_norm=dit.cross_attn_norm, text_pool=dit.text_pool, remat=dit.remat,
-              scan_blocks=dit.scan_blocks, implementation=dit.attention)
+              scan_blocks=dit.scan_blocks, implementation=dit.attention, pos_embed=dit.pos_embed,
+              rope_theta=dit.rope_theta)
 
 
 def denoiser(config) -> t2v.TextToVideo:
@@ -96,7 +97,8 @@ def denoiser(config) -> t2v.TextToVideo:
   return t2v.TextToVideo(
       dtype=compute_dtype(config.dit.dtype),
       text_kwargs=dict(vocab_size=text.vocab_size, max_length=text.max_length, width=text.width,
-                       depth=text.depth, num_heads=text.num_heads, implementation=config.dit.attention),
+                       depth=text.depth, num_heads=text.num_heads, token_init_std=text.token_init_std,
+                       position_init_std=text.position_init_std, implementation=config.dit.attention),
       dit_kwargs=_dit_kwargs(config))
 
 

@@ -27,6 +27,7 @@ from vidgen.models import layers
 from vidgen.models import rope as rope_lib
 
 
+POS_EMBEDS = ("none", "sincos")
 # What a block keeps for the backward pass; the rest is recomputed. 'full' keeps only the block's input.
 REMAT_POLICIES = {
     "none": None,
@@ -95,6 +96,10 @@ class DiT(nn.Module):
   text_pool: bool = False
   eps: float = 1e-6
   rope_theta: float = 10000.0
+  # 'sincos' adds a fixed absolute (frame, row, column) embedding to the tokens (rope.sincos_embedding). With
+  # RoPE alone attention sees only offsets between tokens, so where an object is in the frame can only be
+  # guessed from the edges of the grid. Wan has none.
+  pos_embed: str = "none"
   # The sinusoidal time embedding and the RoPE tables to float64 accuracy, as Wan's reference computes them
   # (layers.sinusoidal_embedding(precise=True), rope.rope_freqs(cos_sin=True)); off, in float32 they are off
   # by up to ~6e-5 (the sinusoid near t = 1000) and ~3e-6 (RoPE on a 480p grid). For running Wan 2.1 weights.
@@ -121,7 +126,12 @@ class DiT(nn.Module):
                 name="patch_embedding", kernel_init=nn.with_logical_partitioning(
                     nn.initializers.xavier_uniform(), (None, None, None, "conv_in", "embed")), **kw)(
                         x.astype(self.dtype))
-    x = layers.constrain(x.reshape(b, -1, self.dim), ("activation_batch", "activation_length", "activation_embed"))
+    x = x.reshape(b, -1, self.dim)
+    if self.pos_embed == "sincos":
+      x = x + rope_lib.sincos_embedding(grid, self.dim, self.rope_theta).astype(x.dtype)[None]
+    elif self.pos_embed != "none":
+      raise ValueError(f"dit.pos_embed={self.pos_embed!r}: allowed {POS_EMBEDS}")
+    x = layers.constrain(x, ("activation_batch", "activation_length", "activation_embed"))
 
     # Wan feeds timesteps on a 0..1000 scale.
     e = layers.sinusoidal_embedding(t * 1000.0, self.freq_dim, precise=self.reference_precision)

@@ -2,7 +2,9 @@
 
 A head of width D holds D/2 rotating pairs: the first D/2 - 2*(D/2//3) pairs rotate with the frame
 index, the next D/2//3 with the row and the last D/2//3 with the column. Positions are grid indices, so one
-model serves any duration, aspect ratio and resolution.
+model serves any duration, aspect ratio and resolution. `sincos_embedding` is the absolute counterpart (DiT's
+and Latte's fixed sinusoidal position embedding, split over the three axes the same way), for models that must
+know where in the frame a token is, not only how far apart two tokens are.
 """
 from __future__ import annotations
 
@@ -34,6 +36,13 @@ def _angles(grid: tuple[int, int, int], head_dim: int, theta: float) -> np.ndarr
       np.broadcast_to(ah[None, :, None], (f, h, w, ph)),
       np.broadcast_to(aw[None, None, :], (f, h, w, pw))], axis=-1)
   return angles.reshape(f * h * w, head_dim // 2)
+
+
+def sincos_embedding(grid: tuple[int, int, int], dim: int, theta: float = 10000.0) -> jnp.ndarray:
+  """A fixed absolute position embedding [F*H*W, dim] (row-major grid order): cat(cos, sin) of the angles of
+  each axis, the axes split as the rotary pairs of a head of width `dim`."""
+  angles = _angles(grid, dim, theta)
+  return jnp.asarray(np.concatenate([np.cos(angles), np.sin(angles)], axis=-1), jnp.float32)
 
 
 def rope_freqs(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0, cos_sin: bool = False):

@@ -66,6 +66,8 @@ def logical_shardings(tree: Any, mesh, rules=None) -> Any:
 
   def leaf(x):
     if isinstance(x, nn.Partitioned):
+      if not hasattr(x.value, "shape"):  # an empty subtree in a box, e.g. optax.MaskedNode in a masked state
+        return x.value
       return NamedSharding(mesh, logical_to_mesh_spec(x.names, x.value.shape, mesh_shape, rules))
     if hasattr(x, "get_partition_spec"):  # other axis metadata: flax's own resolution
       return NamedSharding(mesh, nn.logical_to_mesh_axes(x.get_partition_spec(), rules))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
+import os
 import signal
 import time
 from typing import Any, Callable, Iterator
@@ -47,6 +49,8 @@ class TrainSpec:
   ema_decay: float = 0.0
   rules: tuple = ()
   grad_accum_steps: int = 1      # micro-batches per step; their gradients are averaged
+  optimizer: str = "adamw"       # state.OPTIMIZERS
+  muon_lr: float = 0.02          # the dense kernels' peak rate with optimizer='muon'
   compute_dtype: str = "float32"  # picks the device peak that MFU divides by
   # Matmul FLOPs per step (vidgen/models/flops.py), or a function of the batch when shapes vary by bucket;
   # else XLA's count.
@@ -81,7 +85,8 @@ class _Preemption:
 def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: bool = True):
   """Runs (or resumes) training to spec.steps; returns the final TrainState."""
   logdir = f"{workdir}/{spec.name}"
-  tx = state_lib.make_optimizer(spec.lr, spec.steps, spec.warmup_steps, spec.weight_decay, spec.grad_clip)
+  tx = state_lib.make_optimizer(spec.lr, spec.steps, spec.warmup_steps, spec.weight_decay, spec.grad_clip,
+                                spec.optimizer, spec.muon_lr)
   rng = jax.random.key(seed)
   init_rng, step_rng = jax.random.split(rng)
   # Before the mesh context: on CPU the peak is a matmul measured on one device.
@@ -151,6 +156,7 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
     bar = tqdm.tqdm(total=spec.steps, initial=start, desc=f"train {spec.name}", disable=not progress,
                     dynamic_ncols=True)
     last_time, last_step, window_flops, compile_time[0] = time.perf_counter(), start, 0.0, 0.0
+    run_flops = 0.0
     # Leaving the block any way (done, SIGTERM, an error) waits for the save in flight to finish.
     with _Preemption() as preempt, checkpointer:
       for step in range(start, spec.steps):
@@ -159,6 +165,7 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
         compiled, flops = executable(batch)
         state, aux = compiled(state, batch, frozen)
         window_flops += flops
+        run_flops += flops
         done = step + 1
         if done % spec.log_every == 0 or done == spec.steps:
           aux = jax.device_get(aux)
@@ -184,7 +191,19 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
           raise SystemExit(143)
     bar.close()
     writer.close()
+    if jax.process_index() == 0:
+      # Steps before a resume are counted at this run's mean: exact whenever every step has the same shapes.
+      _write_summary(f"{logdir}/training.json", dict(
+          steps=spec.steps, flops=run_flops * spec.steps / (spec.steps - start),
+          matmul_peak_tflops=peak / 1e12 if peak else None, peak_source=peak_source))
   return state
+
+
+def _write_summary(path: str, summary: dict):
+  """Written whole or not at all."""
+  with open(path + ".partial", "w") as f:
+    json.dump(summary, f, indent=1)
+  os.replace(path + ".partial", path)
 
 
 def _on_any_process(flag: bool) -> bool:

@@ -7,6 +7,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+from optax import contrib as optax_contrib
 
 
 @flax.struct.dataclass
@@ -35,11 +36,36 @@ class TrainState:
     return self.replace(step=self.step + 1, params=params, opt_state=opt_state, ema_params=ema)
 
 
+OPTIMIZERS = ("adamw", "muon")
+
+
+def _muon_dimensions(params):
+  """Muon orthogonalises the hidden dense kernels ([in, out], or [layers, in, out] when scanned); embeddings,
+  the output head, convs, norms, biases and modulation stay on AdamW (as in the Muon speedruns)."""
+  def dims(path, leaf):
+    names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
+    names = names[:-1] if names[-1] == "value" else names  # a boxed (nn.Partitioned) leaf
+    if (names[-1] != "kernel" or any("embedding" in n or "head" in n for n in names)
+        or leaf.ndim not in (2, 3)):
+      return None
+    return optax_contrib.MuonDimensionNumbers(leaf.ndim - 2, leaf.ndim - 1)
+  return jax.tree_util.tree_map_with_path(dims, params)
+
+
 def make_optimizer(lr: float, steps: int, warmup_steps: int, weight_decay: float = 0.0,
-                   grad_clip: float = 0.0) -> optax.GradientTransformation:
-  """AdamW with linear warm-up and cosine decay to 10% of the peak rate."""
-  schedule = optax.warmup_cosine_decay_schedule(
-      0.0, lr, max(warmup_steps, 1), max(steps, warmup_steps + 1), end_value=0.1 * lr)
+                   grad_clip: float = 0.0, optimizer: str = "adamw",
+                   muon_lr: float = 0.02) -> optax.GradientTransformation:
+  """AdamW (or Muon for dense kernels, AdamW at `lr` for the rest) with linear warm-up and cosine decay to 10%
+  of the peak rate."""
+  def schedule(peak):
+    return optax.warmup_cosine_decay_schedule(0.0, peak, max(warmup_steps, 1), max(steps, warmup_steps + 1),
+                                              end_value=0.1 * peak)
   parts = [optax.clip_by_global_norm(grad_clip)] if grad_clip > 0 else []
-  parts.append(optax.adamw(schedule, b1=0.9, b2=0.99, weight_decay=weight_decay))
+  if optimizer == "adamw":
+    parts.append(optax.adamw(schedule(lr), b1=0.9, b2=0.99, weight_decay=weight_decay))
+  elif optimizer == "muon":
+    parts.append(optax_contrib.muon(schedule(muon_lr), weight_decay=weight_decay, adam_b1=0.9, adam_b2=0.99,
+                                    adam_learning_rate=schedule(lr), muon_weight_dimension_numbers=_muon_dimensions))
+  else:
+    raise ValueError(f"optimizer={optimizer!r}: allowed {OPTIMIZERS}")
   return optax.chain(*parts)
