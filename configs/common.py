@@ -112,6 +112,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train_dit.weight_decay = 0.0
   c.train_dit.optimizer = "adamw"  # adamw | muon (dense kernels orthogonalised; the rest AdamW at lr)
   c.train_dit.muon_lr = 0.02
+  c.train_dit.muon_modules = ()  # () all; ("text",): Muon for the text encoder only, AdamW for the DiT
   c.train_dit.grad_clip = 1.0
   c.train_dit.grad_accum_steps = 1  # micro-batches per optimizer step (batch_size is the whole step's batch)
   c.train_dit.ema_decay = 0.999

@@ -185,6 +185,12 @@ def test_muon_orthogonalises_hidden_kernels_and_leaves_the_rest_to_adamw():
     assert sv.min() > 0.5 * sv.max()
   for leaf in (updates["patch_embedding"]["kernel"], updates["norm"]["weight"]):
     np.testing.assert_allclose(np.abs(np.asarray(leaf)), np.abs(np.asarray(leaf)).max(), rtol=1e-3)
+  # muon_modules limits Muon to the named top-level modules: here none of the kernels, so AdamW everywhere.
+  tx = state_lib.make_optimizer(1e-3, 10, 0, optimizer="muon", muon_modules=("text",))
+  _, opt_state = tx.update(grads, tx.init(params), params)
+  updates, _ = tx.update(grads, opt_state, params)
+  leaf = np.abs(np.asarray(updates["blocks"]["ffn"]["kernel"]))
+  np.testing.assert_allclose(leaf, leaf.max(), rtol=1e-3)
 
 
 def test_muon_trains_the_dit_on_an_fsdp_mesh(trained, tmp_path):

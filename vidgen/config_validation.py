@@ -120,6 +120,8 @@ def validate(config) -> None:
   _require(config.train_dit.optimizer in ("adamw", "muon"), "train_dit.optimizer", config.train_dit.optimizer,
            "allowed ('adamw', 'muon')")
   _require(config.train_dit.muon_lr > 0, "train_dit.muon_lr", config.train_dit.muon_lr, "must be > 0")
+  _require(set(config.train_dit.muon_modules) <= {"text", "dit"}, "train_dit.muon_modules",
+           tuple(config.train_dit.muon_modules), "allowed: a subset of ('text', 'dit'), () for both")
   _require(config.train_dit.shift > 0, "train_dit.shift", config.train_dit.shift, "must be > 0")
   if dit.frame_conditioning:
     try:

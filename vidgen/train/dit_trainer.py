@@ -198,7 +198,8 @@ def train_dit(config, workdir: str, mesh, progress: bool = True):
       name="dit", init_params=lambda r: model.init(r, *init_inputs)["params"],
       loss_fn=dit_loss(model, config, stats["mean"], stats["std"]), data_iter=data_iter, steps=t.steps,
       batch_size=t.batch_size, lr=t.lr, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
-      grad_clip=t.grad_clip, optimizer=t.optimizer, muon_lr=t.muon_lr, log_every=t.log_every,
+      grad_clip=t.grad_clip, optimizer=t.optimizer, muon_lr=t.muon_lr,
+      muon_modules=tuple(t.muon_modules), log_every=t.log_every,
       ckpt_every=t.ckpt_every, ema_decay=t.ema_decay,
       rules=rules.DIT_RULES, grad_accum_steps=t.grad_accum_steps, compute_dtype=config.dit.dtype,
       analytic_flops=step_flops(config, vae_params), frozen=vae_params if frame_conditioning else None)

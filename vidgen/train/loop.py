@@ -51,6 +51,7 @@ class TrainSpec:
   grad_accum_steps: int = 1      # micro-batches per step; their gradients are averaged
   optimizer: str = "adamw"       # state.OPTIMIZERS
   muon_lr: float = 0.02          # the dense kernels' peak rate with optimizer='muon'
+  muon_modules: tuple = ()       # the top-level modules whose kernels Muon takes (all if empty)
   compute_dtype: str = "float32"  # picks the device peak that MFU divides by
   # Matmul FLOPs per step (vidgen/models/flops.py), or a function of the batch when shapes vary by bucket;
   # else XLA's count.
@@ -86,7 +87,7 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
   """Runs (or resumes) training to spec.steps; returns the final TrainState."""
   logdir = f"{workdir}/{spec.name}"
   tx = state_lib.make_optimizer(spec.lr, spec.steps, spec.warmup_steps, spec.weight_decay, spec.grad_clip,
-                                spec.optimizer, spec.muon_lr)
+                                spec.optimizer, spec.muon_lr, spec.muon_modules)
   rng = jax.random.key(seed)
   init_rng, step_rng = jax.random.split(rng)
   # Before the mesh context: on CPU the peak is a matmul measured on one device.

@@ -39,22 +39,23 @@ class TrainState:
 OPTIMIZERS = ("adamw", "muon")
 
 
-def _muon_dimensions(params):
-  """Muon orthogonalises the hidden dense kernels ([in, out], or [layers, in, out] when scanned); embeddings,
-  the output head, convs, norms, biases and modulation stay on AdamW (as in the Muon speedruns)."""
+def _muon_dimensions(modules: tuple[str, ...]):
+  """params -> where Muon orthogonalises: the hidden dense kernels ([in, out], or [layers, in, out] when
+  scanned) under the top-level `modules` (all if empty); embeddings, the output head, convs, norms, biases and
+  modulation stay on AdamW (as in the Muon speedruns)."""
   def dims(path, leaf):
     names = [str(getattr(k, "key", getattr(k, "name", k))) for k in path]
     names = names[:-1] if names[-1] == "value" else names  # a boxed (nn.Partitioned) leaf
     if (names[-1] != "kernel" or any("embedding" in n or "head" in n for n in names)
-        or leaf.ndim not in (2, 3)):
+        or leaf.ndim not in (2, 3) or (modules and names[0] not in modules)):
       return None
     return optax_contrib.MuonDimensionNumbers(leaf.ndim - 2, leaf.ndim - 1)
-  return jax.tree_util.tree_map_with_path(dims, params)
+  return lambda params: jax.tree_util.tree_map_with_path(dims, params)
 
 
 def make_optimizer(lr: float, steps: int, warmup_steps: int, weight_decay: float = 0.0,
-                   grad_clip: float = 0.0, optimizer: str = "adamw",
-                   muon_lr: float = 0.02) -> optax.GradientTransformation:
+                   grad_clip: float = 0.0, optimizer: str = "adamw", muon_lr: float = 0.02,
+                   muon_modules: tuple[str, ...] = ()) -> optax.GradientTransformation:
   """AdamW (or Muon for dense kernels, AdamW at `lr` for the rest) with linear warm-up and cosine decay to 10%
   of the peak rate."""
   def schedule(peak):
@@ -64,8 +65,9 @@ def make_optimizer(lr: float, steps: int, warmup_steps: int, weight_decay: float
   if optimizer == "adamw":
     parts.append(optax.adamw(schedule(lr), b1=0.9, b2=0.99, weight_decay=weight_decay))
   elif optimizer == "muon":
-    parts.append(optax_contrib.muon(schedule(muon_lr), weight_decay=weight_decay, adam_b1=0.9, adam_b2=0.99,
-                                    adam_learning_rate=schedule(lr), muon_weight_dimension_numbers=_muon_dimensions))
+    parts.append(optax_contrib.muon(
+        schedule(muon_lr), weight_decay=weight_decay, adam_b1=0.9, adam_b2=0.99, adam_learning_rate=schedule(lr),
+        muon_weight_dimension_numbers=_muon_dimensions(tuple(muon_modules))))
   else:
     raise ValueError(f"optimizer={optimizer!r}: allowed {OPTIMIZERS}")
   return optax.chain(*parts)
