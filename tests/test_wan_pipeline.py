@@ -23,6 +23,11 @@ with open(os.path.join(FIXTURE, "meta.json")) as _f:
   META = json.load(_f)
 IO = dict(np.load(os.path.join(FIXTURE, "io.npz")))
 TOLERANCE = 1e-4
+# The frames after 4 CFG-5 steps: float32 rounding of the DiT (4.9e-6 relative to diffusers) grows through the
+# guided steps to ~1e-4 in the decoded frames, and how much depends on the CPU and XLA's threading (measured
+# max 9.2e-5 on the machine that made the fixture, 1.06e-4 and 1.19e-4 on another; the VAE alone decodes the
+# reference latents to within 1.1e-5 there).
+FRAMES_TOLERANCE = 2e-4
 
 
 def _rel_err(a, b) -> float:
@@ -61,7 +66,7 @@ def test_four_cfg_steps_equal_wan_pipeline(layout):
   assert _rel_err(latents, np.moveaxis(IO["final_latents"], 1, -1)) <= TOLERANCE
   frames = np.clip(gen.decode(latents, as_uint8=False)[0] * 0.5 + 0.5, 0.0, 1.0)  # WanPipeline's output_type='np'
   assert frames.shape == IO["frames"].shape == (5, 32, 48, 3)
-  assert float(np.max(np.abs(frames - IO["frames"]))) <= TOLERANCE
+  assert float(np.max(np.abs(frames - IO["frames"]))) <= FRAMES_TOLERANCE
 
 
 def _cli(*args):
@@ -144,7 +149,7 @@ def test_sharded_over_fsdp_8_the_run_is_the_same():
   assert _rel_err(latents, np.moveaxis(IO["final_latents"], 1, -1)) <= 1e-5
   # Sharded sums add in another order; the random tiny VAE amplifies it (its raw output spans +-2.8).
   frames = np.clip(gen.decode(latents, as_uint8=False)[0] * 0.5 + 0.5, 0.0, 1.0)
-  assert float(np.max(np.abs(frames - IO["frames"]))) <= 2 * TOLERANCE
+  assert float(np.max(np.abs(frames - IO["frames"]))) <= FRAMES_TOLERANCE
 
 
 def test_known_frame_tasks_run_on_wan_weights_by_replacing_whole_latent_frames(tmp_path):
