@@ -63,7 +63,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.text.width = 128
   c.text.depth = 2
   c.text.num_heads = 4
-  c.text.token_init_std = 0.02  # init scale of the word embeddings (models/text.py says why it matters)
+  c.text.token_init_std = 0.02  # init scale of the word embeddings
   c.text.position_init_std = 0.02
 
   # Latent DiT (Wan 2.1 layout).
