@@ -1,7 +1,7 @@
 """Text-to-video on the built-in Shapes data.
 
   python -m vidgen.main --config=configs/shapes.py:tiny --workdir=runs/tiny
-Presets: tiny (2-core CPU, the whole job in about 15 minutes), small (one GPU), test (seconds, for tests).
+Presets: tiny (2-core CPU, the whole job in 15 to 25 minutes), small (one GPU), test (seconds, for tests).
 """
 import os
 import sys

@@ -21,6 +21,8 @@ from vidgen.models import load
     ({"vae.temporal_kernel": 2}, "config.vae.temporal_kernel=2"),
     ({"eval.num_two_object": -1}, "config.eval.num_two_object=-1"),
     ({"dit.pos_embed": "learned"}, "config.dit.pos_embed='learned'"),
+    ({"dit.rope_theta": 0.5}, "config.dit.rope_theta=0.5 is invalid: must be > 1"),
+    ({"train_dit.muon_modules": ("vae",)}, "config.train_dit.muon_modules=('vae',) is invalid"),
     ({"train_dit.optimizer": "lion"}, "config.train_dit.optimizer='lion' is invalid: allowed ('adamw', 'muon')"),
     ({"dit.patch_size": (1, 2, 2, 3, 2, 2)}, "config.dit.patch_size=(1, 2, 2, 3, 2, 2) is invalid: allowed three"),
     ({"vae.level_shortcuts": True, "vae.dim_mult": (1, 3, 2)}, "config.vae.dim_mult=(1, 3, 2) is invalid: vae.level"),
