@@ -65,6 +65,8 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.text.num_heads = 4
   c.text.token_init_std = 0.02  # init scale of the word embeddings
   c.text.position_init_std = 0.02
+  c.text.position = "learned"  # learned (absolute embedding) | rope (relative, in self-attention)
+  c.text.rope_theta = 10000.0
 
   # Latent DiT (Wan 2.1 layout).
   c.dit = ml_collections.ConfigDict()
@@ -117,6 +119,7 @@ def get_base_config() -> ml_collections.ConfigDict:
   c.train_dit.grad_accum_steps = 1  # micro-batches per optimizer step (batch_size is the whole step's batch)
   c.train_dit.ema_decay = 0.999
   c.train_dit.text_dropout = 0.1
+  c.train_dit.word_dropout = 0.0  # each caption word removed with this probability (the rest close up)
   c.train_dit.t_mean = 0.0
   c.train_dit.t_std = 1.0
   c.train_dit.shift = 1.0

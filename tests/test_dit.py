@@ -108,6 +108,23 @@ def test_text_encoder_empty_prompt_is_valid_context():
   assert np.isfinite(np.asarray(tokens)).all()
 
 
+@pytest.mark.parametrize("position", text_lib.POSITIONS)
+def test_text_encoder_positions_read_word_order(position):
+  """Both position kinds tell "red circle" from "circle red"; rope's attention logits depend only on how far
+  apart two words are (rotating q at i and k at j), and it has no position table."""
+  enc = text_lib.TextEncoder(**TEXT, position=position)
+  ids = jnp.asarray([[5, 6, 7, 0], [7, 6, 5, 0]], jnp.int32)
+  variables = enc.init(jax.random.key(0), ids)
+  tokens, _, pooled = enc.apply(variables, ids)
+  assert np.abs(np.asarray(tokens[0, 1]) - np.asarray(tokens[1, 3])).max() > 1e-3  # word 5, other neighbours
+  assert ("position_embedding" in variables["params"]) == (position == "learned")
+  freqs = rope.sequence_freqs(12, 16)
+  q, k = jax.random.normal(jax.random.key(1), (2, 1, 1, 1, 16))
+  at = lambda x, i: rope.apply_rope(jnp.broadcast_to(x, (1, 12, 1, 16)), freqs)[0, i, 0]
+  assert abs(float(at(q, 2) @ at(k, 5)) - float(at(q, 6) @ at(k, 9))) < 1e-4
+  assert abs(float(at(q, 2) @ at(k, 5)) - float(at(q, 2) @ at(k, 7))) > 1e-3
+
+
 def test_tokenizer_stable_truncates_and_pads(caplog):
   tok = tok_lib.HashedWordTokenizer(4096, 4)
   ids, mask = tok.encode("A Red circle, moving LEFT")

@@ -5,6 +5,7 @@ import os
 import shutil
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -204,3 +205,15 @@ def test_muon_trains_the_dit_on_an_fsdp_mesh(trained, tmp_path):
   state = dit_trainer.train_dit(config, copy, mesh_lib.create_mesh(config.mesh), progress=False)
   assert int(state.step) == 3
   assert all(np.isfinite(m["loss"]) for m in helpers.read_metrics(os.path.join(copy, "dit", "metrics.jsonl")))
+
+
+def test_drop_words_keeps_order_and_closes_gaps():
+  ids = jnp.asarray(np.tile([[5, 6, 7, 8, 9, 0, 0, 0]], (256, 1)), jnp.int32)
+  out = np.asarray(dit_trainer.drop_words(jax.random.key(0), ids, 0.3))
+  kept = out != 0
+  assert (kept[:, :-1] >= kept[:, 1:]).all()  # the words left come first, padding after
+  for row in out:
+    words = row[row != 0].tolist()
+    assert words == sorted(words) and set(words) <= {5, 6, 7, 8, 9}  # a subsequence, in order
+  assert abs(1 - kept.sum() / (256 * 5) - 0.3) < 0.05
+  np.testing.assert_array_equal(np.asarray(dit_trainer.drop_words(jax.random.key(0), ids, 0.0)), ids)

@@ -10,6 +10,7 @@ from vidgen.diffusion import sampling
 from vidgen.models import attention
 from vidgen.models import build
 from vidgen.models import dit as dit_lib
+from vidgen.models import text as text_lib
 
 
 COMPUTE_DTYPES = ("float32", "bfloat16", "auto")  # auto: bfloat16 on accelerators, float32 on CPU
@@ -103,6 +104,10 @@ def validate(config) -> None:
     _require(value in COMPUTE_DTYPES, field, value, f"allowed {COMPUTE_DTYPES}")
   _require(text.width % text.num_heads == 0, "text.num_heads", text.num_heads, f"must divide text.width={text.width}")
   _require(text.max_length >= 1, "text.max_length", text.max_length, "must be >= 1")
+  _require(text.position in text_lib.POSITIONS, "text.position", text.position, f"allowed {text_lib.POSITIONS}")
+  _require(text.rope_theta > 1, "text.rope_theta", text.rope_theta, "must be > 1")
+  _require(text.position != "rope" or (text.width // text.num_heads) % 2 == 0, "text.num_heads", text.num_heads,
+           f"text.position='rope' needs an even head width (text.width={text.width} / text.num_heads)")
   for name in ("train_vae", "train_dit"):
     t = config[name]
     _require(t.steps >= 0, f"{name}.steps", t.steps, "must be >= 0")
@@ -112,8 +117,8 @@ def validate(config) -> None:
     _require(t.ckpt_every >= 1, f"{name}.ckpt_every", t.ckpt_every, "must be >= 1")
     _require(t.grad_accum_steps >= 1 and t.batch_size % t.grad_accum_steps == 0, f"{name}.grad_accum_steps",
              t.grad_accum_steps, f"must be >= 1 and divide {name}.batch_size={t.batch_size}")
-  _require(0.0 <= config.train_dit.text_dropout < 1.0, "train_dit.text_dropout", config.train_dit.text_dropout,
-           "must be in [0, 1)")
+  for name in ("text_dropout", "word_dropout"):
+    _require(0.0 <= config.train_dit[name] < 1.0, f"train_dit.{name}", config.train_dit[name], "must be in [0, 1)")
   _require(0.0 <= config.train_dit.ema_decay < 1.0, "train_dit.ema_decay", config.train_dit.ema_decay,
            "must be in [0, 1)")
   # The names of train/state.py's OPTIMIZERS (validation does not import the trainers; a test keeps them equal).

@@ -98,7 +98,8 @@ def denoiser(config) -> t2v.TextToVideo:
       dtype=compute_dtype(config.dit.dtype),
       text_kwargs=dict(vocab_size=text.vocab_size, max_length=text.max_length, width=text.width,
                        depth=text.depth, num_heads=text.num_heads, token_init_std=text.token_init_std,
-                       position_init_std=text.position_init_std, implementation=config.dit.attention),
+                       position_init_std=text.position_init_std, position=text.position,
+                       rope_theta=text.rope_theta, implementation=config.dit.attention),
       dit_kwargs=_dit_kwargs(config))
 
 

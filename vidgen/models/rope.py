@@ -4,7 +4,8 @@ A head of width D holds D/2 rotating pairs: the first D/2 - 2*(D/2//3) pairs rot
 index, the next D/2//3 with the row and the last D/2//3 with the column. Positions are grid indices, so one
 model serves any duration, aspect ratio and resolution. `sincos_embedding` is the absolute counterpart (DiT's
 and Latte's fixed sinusoidal position embedding, split over the three axes the same way), for models that must
-know where in the frame a token is, not only how far apart two tokens are.
+know where in the frame a token is, not only how far apart two tokens are. `sequence_freqs` is plain 1D RoPE
+over a token sequence, for the embedded text encoder.
 """
 from __future__ import annotations
 
@@ -53,6 +54,13 @@ def rope_freqs(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0
   if cos_sin:
     return jnp.asarray(np.cos(angles), jnp.float32), jnp.asarray(np.sin(angles), jnp.float32)
   return jnp.asarray(angles, jnp.float32)
+
+
+def sequence_freqs(length: int, head_dim: int, theta: float = 10000.0) -> jnp.ndarray:
+  """Angles [length, head_dim/2] of 1D RoPE over a token sequence (every pair rotates with the index)."""
+  if head_dim % 2:
+    raise ValueError(f"head_dim={head_dim}: RoPE needs an even head width")
+  return jnp.asarray(_axis_angles(np.arange(length), head_dim // 2, theta), jnp.float32)
 
 
 def apply_rope(x: jnp.ndarray, angles) -> jnp.ndarray:

@@ -90,6 +90,16 @@ def _text(caption) -> str:
   return caption.decode("utf-8") if isinstance(caption, bytes) else str(caption)
 
 
+def drop_words(rng, ids, rate: float):
+  """Removes each word of ids [B, L] with probability `rate` and closes the gap (the rest keep their order and
+  move left, padding fills the end), so the text encoder learns words that read the same without their usual
+  neighbours and at other positions, from training captions alone."""
+  keep = (ids != tokenizer_lib.PAD_ID) & ~jax.random.bernoulli(rng, rate, ids.shape)
+  positions = jnp.arange(ids.shape[1])
+  order = jnp.argsort(jnp.where(keep, positions, ids.shape[1] + positions), axis=1)
+  return jnp.take_along_axis(jnp.where(keep, ids, tokenizer_lib.PAD_ID), order, axis=1)
+
+
 def dit_loss(model, config, latent_mean, latent_std):
   """(params, batch, rng, frozen=VAE params) -> (loss, {}). A batch holds caption ids and either cached
   posterior means and stds or the clips' pixels ('video'), which the frozen VAE encodes here; frame
@@ -102,7 +112,7 @@ def dit_loss(model, config, latent_mean, latent_std):
   tc = build.compression(config)[0]
 
   def loss_fn(params, batch, rng, frozen=None):
-    r_post, r_drop, r_flow, r_mask = jax.random.split(rng, 4)
+    r_post, r_drop, r_flow, r_mask, r_words = jax.random.split(rng, 5)
     encode = lambda video: vae.apply({"params": frozen}, video, method=vae.encode)
     if "mean" in batch:
       mean, std = batch["mean"], batch["std"]
@@ -113,6 +123,8 @@ def dit_loss(model, config, latent_mean, latent_std):
     z = (z - shift_mean) * inv_std
     drop = jax.random.bernoulli(r_drop, t.text_dropout, (z.shape[0],))
     ids = jnp.where(drop[:, None], tokenizer_lib.PAD_ID, batch["ids"])
+    if t.word_dropout > 0:
+      ids = drop_words(r_words, ids, t.word_dropout)
     context, mask, pooled = model.apply({"params": params}, ids, method=model.encode_text)
     model_input = lambda x_t: x_t
     if mask_weights is not None:
