@@ -49,6 +49,9 @@ def get_config(preset: str = "tiny"):
     c.train_dit.steps = 2000
     c.train_dit.lr = 1e-3
     c.train_dit.warmup_steps = 100
+    # No EMA: in a 2000-step run the average (0.999, warmed up) lags the weights while direction is still being
+    # learned; the raw weights judged 96.9% / 95.3% of held-out prompts where the EMA judged 92.2% / 85.9%.
+    c.train_dit.ema_decay = 0.0
     c.train_dit.ckpt_every = 500
   elif preset == "small":
     c.data.height = c.data.width = 64
