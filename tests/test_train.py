@@ -16,6 +16,7 @@ from vidgen import main as main_lib
 from vidgen import video_io
 from vidgen.evaluate import evaluate as evaluate_lib
 from vidgen.models import build
+from vidgen.models import load
 from vidgen.parallel import mesh as mesh_lib
 from vidgen.train import dit_trainer
 
@@ -196,15 +197,19 @@ def test_muon_orthogonalises_hidden_kernels_and_leaves_the_rest_to_adamw():
 
 def test_muon_trains_the_dit_on_an_fsdp_mesh(trained, tmp_path):
   """A fresh DiT run with optimizer='muon' on fsdp=8: its masked optimizer state (optax.MaskedNode where a
-  parameter is AdamW's) gets shardings, and the steps run."""
+  parameter is AdamW's) gets shardings, and the steps run. Trained without an EMA (as `tiny` is), its raw
+  weights load, and asking for the EMA is one clear error."""
   config, workdir, _ = trained
   copy = str(tmp_path / "run")
   shutil.copytree(workdir, copy, ignore=shutil.ignore_patterns("dit"))
   config = helpers.load_config(**{"train_dit.steps": 3, "train_dit.log_every": 1, "mesh.data": 1, "mesh.fsdp": 8,
-                                  "train_vae.steps": 30, "train_dit.optimizer": "muon"})
+                                  "train_vae.steps": 30, "train_dit.optimizer": "muon", "train_dit.ema_decay": 0.0})
   state = dit_trainer.train_dit(config, copy, mesh_lib.create_mesh(config.mesh), progress=False)
   assert int(state.step) == 3
   assert all(np.isfinite(m["loss"]) for m in helpers.read_metrics(os.path.join(copy, "dit", "metrics.jsonl")))
+  assert load.denoiser_params(copy, use_ema=False) is not None
+  with pytest.raises(ValueError, match="holds no EMA .* use_ema=False"):
+    load.denoiser_params(copy, use_ema=True)
 
 
 def test_drop_words_keeps_order_and_closes_gaps():

@@ -72,4 +72,8 @@ def vae_params(workdir: str):
 def denoiser_params(workdir: str, use_ema: bool, step: int | None = None):
   """Text encoder + DiT params of the newest checkpoint (or of `step`): the EMA average when use_ema, else the
   raw ones."""
-  return restore_field(workdir, "dit", "ema_params" if use_ema else "params", step=step)
+  params = restore_field(workdir, "dit", "ema_params" if use_ema else "params", step=step)
+  if params is None:
+    raise ValueError(f"the DiT checkpoint of workdir {workdir!r} holds no EMA (it was trained with "
+                     "train_dit.ema_decay=0): read it with use_ema=False")
+  return params
