@@ -44,7 +44,8 @@ def get_config(preset: str = "tiny"):
     c.dit.num_heads = 3
     c.dit.depth = 4
     # Muon: with AdamW the jointly trained text encoder never told the motion words apart (the same videos for
-    # "left" and "right", direction at chance after 2400 steps); with Muon direction is learned by step 2000.
+    # "left" and "right", direction at chance after 2400 steps); with Muon direction is learned by step 2000 in 2
+    # of 3 seeds (experiments/README.md: the recipe is not yet robust).
     c.train_dit.optimizer = "muon"
     c.train_dit.steps = 2000
     c.train_dit.lr = 1e-3
