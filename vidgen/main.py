@@ -19,6 +19,7 @@ from absl import logging
 import jax
 from ml_collections import config_flags
 
+from vidgen import atomic_files
 from vidgen import config_validation
 from vidgen import generate as generate_lib
 from vidgen import logs
@@ -129,11 +130,11 @@ def run(config, workdir: str, mode: str, prompts=(), out_dir=None, seed=None, pr
     result = timed("evaluate", lambda: evaluate_lib.evaluate(config, workdir, progress=progress))
     result["seconds"] = timings
     result["training"] = _training_summaries(workdir)
-    _write_json(os.path.join(workdir, "report.json"), result)
+    atomic_files.write_json(os.path.join(workdir, "report.json"), result, indent=1)
   if mode == "evaluate_vae":  # the VAE alone (held-out reconstruction), e.g. to compare VAE configs
     vae_params, _ = load.vae_params(workdir)
     result = {"vae": reconstruction.evaluate_reconstruction(config, workdir, vae_params, progress=progress)}
-    _write_json(os.path.join(workdir, "vae", "report.json"), result)
+    atomic_files.write_json(os.path.join(workdir, "vae", "report.json"), result, indent=1)
   if mode == "generate":
     inputs = tasks.load_inputs(config, prompts, request)
     generator = (generate_lib.WanGenerator(config) if config.model == "wan2.1"
@@ -151,13 +152,6 @@ def _training_summaries(workdir: str) -> dict:
       with open(path) as f:
         out[f"train_{stage}"] = json.load(f)
   return out
-
-
-def _write_json(path: str, value):
-  """Written whole or not at all."""
-  with open(path + ".partial", "w") as f:
-    json.dump(value, f, indent=1)
-  os.replace(path + ".partial", path)
 
 
 def format_report(report: dict) -> str:

@@ -11,6 +11,7 @@ import os
 from absl import logging
 import numpy as np
 
+from vidgen import atomic_files
 from vidgen.data import buckets as buckets_lib
 from vidgen.data import media
 from vidgen.data import pipeline
@@ -112,10 +113,7 @@ def _folder_index(data_config, out_dir: str, progress: bool):
       cached = json.load(f)
     return [video_files.MediaInfo(**m) for m in cached["items"]], cached["skipped"]
   items, skipped = video_files.scan_folder(root, manifest, progress=progress)
-  tmp = path + ".partial"
-  with open(tmp, "w") as f:
-    json.dump({"items": [dataclasses.asdict(m) for m in items], "skipped": skipped}, f)
-  os.replace(tmp, path)
+  atomic_files.write_json(path, {"items": [dataclasses.asdict(m) for m in items], "skipped": skipped})
   return items, skipped
 
 

@@ -18,6 +18,8 @@ from flax import serialization
 import numpy as np
 import tqdm
 
+from vidgen import atomic_files
+
 
 class LatentCache:
   """Random access to cached examples {'mean', 'std': float32 [F, H, W, C], 'ids': int32 [L]}."""
@@ -59,23 +61,20 @@ def build(directory: str, data, encode, tokenizer, batch: int = 16, seed: int = 
   for b, bucket in enumerate(data.buckets):
     members = data.members[b]
     name = f"{bucket.name}.array_record"
-    tmp = os.path.join(directory, name + ".partial")
-    writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
-    for start in range(0, len(members), batch):
-      chunk = [data.load(b, int(ex), seed=[seed, 4, int(ex)]) for ex in members[start:start + batch]]
-      mean, logvar = encode(np.stack([ex["video"] for ex in chunk]))
-      mean, std = np.asarray(mean, np.float32), np.asarray(np.exp(0.5 * np.asarray(logvar, np.float32)))
-      ids, _ = tokenizer.encode_batch([ex["caption"] for ex in chunk])
-      for i in range(len(chunk)):
-        writer.write(serialization.msgpack_serialize(
-            {"mean": mean[i], "std": std[i], "ids": np.asarray(ids[i], np.int32)}))
-      bar.update(len(chunk))
-    writer.close()
-    os.replace(tmp, os.path.join(directory, name))
+    with atomic_files.partial_path(os.path.join(directory, name)) as tmp:
+      writer = array_record_module.ArrayRecordWriter(tmp, "group_size:1")
+      for start in range(0, len(members), batch):
+        chunk = [data.load(b, int(ex), seed=[seed, 4, int(ex)]) for ex in members[start:start + batch]]
+        mean, logvar = encode(np.stack([ex["video"] for ex in chunk]))
+        mean, std = np.asarray(mean, np.float32), np.asarray(np.exp(0.5 * np.asarray(logvar, np.float32)))
+        ids, _ = tokenizer.encode_batch([ex["caption"] for ex in chunk])
+        for i in range(len(chunk)):
+          writer.write(serialization.msgpack_serialize(
+              {"mean": mean[i], "std": std[i], "ids": np.asarray(ids[i], np.int32)}))
+        bar.update(len(chunk))
+      writer.close()
     entries.append({"name": bucket.name, "count": int(len(members)), "file": name})
   bar.close()
-  tmp = os.path.join(directory, "index.json.partial")
-  with open(tmp, "w") as f:
-    json.dump({"buckets": entries, "failed_during_caching": dict(data.failed)}, f, indent=1)
-  os.replace(tmp, os.path.join(directory, "index.json"))
+  atomic_files.write_json(os.path.join(directory, "index.json"),
+                          {"buckets": entries, "failed_during_caching": dict(data.failed)}, indent=1)
   return LatentCache(directory)

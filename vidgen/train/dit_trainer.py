@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from vidgen import atomic_files
 from vidgen.data import buckets as buckets_lib
 from vidgen.data import datasets
 from vidgen.data import latent_cache
@@ -66,9 +67,8 @@ def build_latent_cache(config, workdir: str, progress: bool = True) -> dict:
     ids.append(tok.encode_batch([_text(it["caption"]) for it in items])[0])
   cache = {"mean": np.concatenate(means), "std": np.concatenate(stds), "ids": np.concatenate(ids)}
   os.makedirs(os.path.dirname(path), exist_ok=True)
-  tmp = path + ".partial.npz"
-  np.savez(tmp, key=np.asarray(key), **cache)
-  os.replace(tmp, path)
+  with atomic_files.partial_path(path, suffix=".partial.npz") as tmp:  # np.savez appends .npz to other names
+    np.savez(tmp, key=np.asarray(key), **cache)
   logging.info("Cached %d latents %s at %s", len(cache["mean"]), cache["mean"].shape[1:], path)
   return cache
 
@@ -188,11 +188,26 @@ def step_flops(config, vae_params):
   return count
 
 
+def dit_spec(config, data_iter, vae_params, stats) -> loop.TrainSpec:
+  """The DiT's TrainSpec of `config`: the frozen VAE's params (arrays, or ShapeDtypeStructs to compile only)
+  and its latent statistics {'mean', 'std'} [z_dim]; batches from `data_iter` as train_dit builds them."""
+  t = config.train_dit
+  model = build.denoiser(config)
+  init_inputs = build.denoiser_init_inputs(config)
+  return loop.TrainSpec(
+      name="dit", init_params=lambda r: model.init(r, *init_inputs)["params"],
+      loss_fn=dit_loss(model, config, stats["mean"], stats["std"]), data_iter=data_iter, steps=t.steps,
+      batch_size=t.batch_size, lr=t.lr, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
+      grad_clip=t.grad_clip, optimizer=t.optimizer, muon_lr=t.muon_lr,
+      muon_modules=tuple(t.muon_modules), log_every=t.log_every,
+      ckpt_every=t.ckpt_every, ema_decay=t.ema_decay,
+      rules=rules.DIT_RULES, grad_accum_steps=t.grad_accum_steps, compute_dtype=config.dit.dtype,
+      analytic_flops=step_flops(config, vae_params), frozen=vae_params if config.dit.frame_conditioning else None)
+
+
 def train_dit(config, workdir: str, mesh, progress: bool = True):
   t = config.train_dit
   vae_params, stats = load.vae_params(workdir)
-  model = build.denoiser(config)
-  init_inputs = build.denoiser_init_inputs(config)
   frame_conditioning = config.dit.frame_conditioning
   if config.data.name == "shapes":
     cache = build_latent_cache(config, workdir, progress=progress)
@@ -206,13 +221,5 @@ def train_dit(config, workdir: str, mesh, progress: bool = True):
     schedule = buckets_lib.Schedule(cache.members, [b.weight for b in datasets.buckets(config.data)],
                                     t.batch_size, config.seed + 1)
     data_iter = pipeline.bucketed_iterator(schedule, lambda bucket, example, step, row: cache[example])
-  spec = loop.TrainSpec(
-      name="dit", init_params=lambda r: model.init(r, *init_inputs)["params"],
-      loss_fn=dit_loss(model, config, stats["mean"], stats["std"]), data_iter=data_iter, steps=t.steps,
-      batch_size=t.batch_size, lr=t.lr, warmup_steps=t.warmup_steps, weight_decay=t.weight_decay,
-      grad_clip=t.grad_clip, optimizer=t.optimizer, muon_lr=t.muon_lr,
-      muon_modules=tuple(t.muon_modules), log_every=t.log_every,
-      ckpt_every=t.ckpt_every, ema_decay=t.ema_decay,
-      rules=rules.DIT_RULES, grad_accum_steps=t.grad_accum_steps, compute_dtype=config.dit.dtype,
-      analytic_flops=step_flops(config, vae_params), frozen=vae_params if frame_conditioning else None)
+  spec = dit_spec(config, data_iter, vae_params, stats)
   return loop.train(spec, workdir=workdir, config=config, mesh=mesh, seed=config.seed + 1, progress=progress)

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-import os
 import signal
 import time
 from typing import Any, Callable, Iterator
@@ -23,6 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from vidgen import atomic_files
 from vidgen.parallel import device_peaks
 from vidgen.parallel import mesh as mesh_lib
 from vidgen.parallel import sharding as sharding_lib
@@ -86,15 +85,10 @@ class _Preemption:
 def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: bool = True):
   """Runs (or resumes) training to spec.steps; returns the final TrainState."""
   logdir = f"{workdir}/{spec.name}"
-  tx = state_lib.make_optimizer(spec.lr, spec.steps, spec.warmup_steps, spec.weight_decay, spec.grad_clip,
-                                spec.optimizer, spec.muon_lr, spec.muon_modules)
-  rng = jax.random.key(seed)
-  init_rng, step_rng = jax.random.split(rng)
+  create = state_creator(spec)
+  init_rng, step_rng = step_rngs(seed)
   # Before the mesh context: on CPU the peak is a matmul measured on one device.
   peak, peak_source = device_peaks.peak_flops(mesh.devices.flat[0], spec.compute_dtype)
-
-  def create(r):
-    return state_lib.TrainState.create(spec.init_params(r), tx, spec.ema_decay)
 
   with jax.set_mesh(mesh), nn.logical_axis_rules(spec.rules):
     abstract, shardings = abstract_state(create, init_rng, mesh, spec.rules)
@@ -112,17 +106,8 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
       checkpointer.close()
       return state
 
-    def train_step(state, batch, frozen):
-      r = jax.random.fold_in(step_rng, state.step)
-      loss_fn = spec.loss_fn if frozen is None else functools.partial(spec.loss_fn, frozen=frozen)
-      (loss, aux), grads = _accumulated_grads(loss_fn, state.params, batch, r, spec.grad_accum_steps)
-      new_state = state.apply_gradients(grads)
-      aux = dict(aux, loss=loss, grad_norm=_global_norm(grads))
-      return new_state, aux
-
     batch_sharding = mesh_lib.batch_sharding(mesh)
-    step_fn = jax.jit(train_step, in_shardings=(shardings, batch_sharding, mesh_lib.replicated(mesh)),
-                      out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
+    step_fn = make_train_step(spec, mesh, shardings, step_rng)
     frozen = None if spec.frozen is None else jax.device_put(spec.frozen, mesh_lib.replicated(mesh))
     executables, compile_time = {}, [0.0]
     # Shapes and shardings only: later compiles must not touch the (donated) live state.
@@ -194,17 +179,39 @@ def train(spec: TrainSpec, *, workdir: str, config, mesh, seed: int, progress: b
     writer.close()
     if jax.process_index() == 0:
       # Steps before a resume are counted at this run's mean: exact whenever every step has the same shapes.
-      _write_summary(f"{logdir}/training.json", dict(
+      atomic_files.write_json(f"{logdir}/training.json", dict(
           steps=spec.steps, flops=run_flops * spec.steps / (spec.steps - start),
-          matmul_peak_tflops=peak / 1e12 if peak else None, peak_source=peak_source))
+          matmul_peak_tflops=peak / 1e12 if peak else None, peak_source=peak_source), indent=1)
   return state
 
 
-def _write_summary(path: str, summary: dict):
-  """Written whole or not at all."""
-  with open(path + ".partial", "w") as f:
-    json.dump(summary, f, indent=1)
-  os.replace(path + ".partial", path)
+def step_rngs(seed: int):
+  """(init_rng, step_rng) of a run with `seed`: the state's initialisation and the base of every step's key."""
+  init_rng, step_rng = jax.random.split(jax.random.key(seed))
+  return init_rng, step_rng
+
+
+def state_creator(spec: TrainSpec) -> Callable:
+  """rng -> the boxed initial TrainState of `spec`: its parameters, its optimizer's state, its EMA."""
+  tx = state_lib.make_optimizer(spec.lr, spec.steps, spec.warmup_steps, spec.weight_decay, spec.grad_clip,
+                                spec.optimizer, spec.muon_lr, spec.muon_modules)
+  return lambda r: state_lib.TrainState.create(spec.init_params(r), tx, spec.ema_decay)
+
+
+def make_train_step(spec: TrainSpec, mesh, shardings, step_rng):
+  """The jitted step train() runs: (state, batch, frozen) -> (state, aux), the state in `shardings` (from
+  abstract_state) and donated, the batch split over data x fsdp, `frozen` (spec.frozen or None) replicated.
+  Lowered with ShapeDtypeStructs it compiles without allocating anything (experiments/preset_memory.py)."""
+  def train_step(state, batch, frozen):
+    r = jax.random.fold_in(step_rng, state.step)
+    loss_fn = spec.loss_fn if frozen is None else functools.partial(spec.loss_fn, frozen=frozen)
+    (loss, aux), grads = _accumulated_grads(loss_fn, state.params, batch, r, spec.grad_accum_steps)
+    new_state = state.apply_gradients(grads)
+    aux = dict(aux, loss=loss, grad_norm=_global_norm(grads))
+    return new_state, aux
+
+  return jax.jit(train_step, in_shardings=(shardings, mesh_lib.batch_sharding(mesh), mesh_lib.replicated(mesh)),
+                 out_shardings=(shardings, mesh_lib.replicated(mesh)), donate_argnums=0)
 
 
 def _on_any_process(flag: bool) -> bool:

@@ -1,13 +1,13 @@
 """Trains the causal video VAE on pixels, then records the latent statistics that normalise the DiT's latents."""
 from __future__ import annotations
 
-import json
 import os
 
 import jax.numpy as jnp
 import numpy as np
 import tqdm
 
+from vidgen import atomic_files
 from vidgen.data import datasets
 from vidgen.models import build
 from vidgen.models import vae_codec
@@ -27,23 +27,26 @@ def vae_loss(vae, train_config):
   return loss_fn
 
 
-def train_vae(config, workdir: str, mesh, progress: bool = True):
+def vae_spec(config, data_iter) -> loop.TrainSpec:
+  """The VAE's TrainSpec of `config` (its batches {'video': uint8 [B, T, H, W, 3]} from `data_iter`)."""
   t = config.train_vae
   vae = build.vae(config)
   dummy = build.vae_init_input(config)
-  data_iter = datasets.train_iterator(config.data, workdir, t.batch_size, seed=config.seed)
-  spec = loop.TrainSpec(
+  return loop.TrainSpec(
       name="vae", init_params=lambda r: vae.init({"params": r, "sample": r}, dummy)["params"],
       loss_fn=vae_loss(vae, t), data_iter=data_iter, steps=t.steps, batch_size=t.batch_size, lr=t.lr,
       warmup_steps=t.warmup_steps, weight_decay=t.weight_decay, grad_clip=t.grad_clip,
       log_every=t.log_every, ckpt_every=t.ckpt_every, rules=rules.VAE_RULES, grad_accum_steps=t.grad_accum_steps,
       compute_dtype=config.vae.dtype)
+
+
+def train_vae(config, workdir: str, mesh, progress: bool = True):
+  data_iter = datasets.train_iterator(config.data, workdir, config.train_vae.batch_size, seed=config.seed)
+  spec = vae_spec(config, data_iter)
   state = loop.train(spec, workdir=workdir, config=config, mesh=mesh, seed=config.seed, progress=progress)
   stats = compute_latent_stats(config, workdir, state.params, progress=progress)
   path = os.path.join(workdir, "vae", "latent_stats.json")
-  with open(path + ".partial", "w") as f:
-    json.dump(stats, f)
-  os.replace(path + ".partial", path)  # never half written: the DiT's latent cache is keyed by it
+  atomic_files.write_json(path, stats)  # never half written: the DiT's latent cache is keyed by it
   return state
 
 
