@@ -72,13 +72,18 @@ def get_config(preset: str = "tiny"):
     c.dit.ffn_dim = 2048
     c.dit.num_heads = 8
     c.dit.depth = 12
+    # bfloat16 compute, batches sized for one 80 GB GPU from XLA's memory_analysis() (compiled on the CPU, an
+    # estimate; experiments/README.md "The small preset's memory"): the VAE step holds ~1.9 GiB per clip, so
+    # its batch of 32 runs as two micro-batches of 16 (31 GiB); the DiT at 64 needs ~13 GiB. Not yet run on a GPU.
+    c.vae.dtype = "bfloat16"
+    c.dit.dtype = "bfloat16"
     c.train_vae.steps = 20000
     c.train_vae.batch_size = 32
+    c.train_vae.grad_accum_steps = 2
     c.train_dit.steps = 40000
     c.train_dit.batch_size = 64
     # The speedrun's lever (tiny): with AdamW the text encoder never separated the motion words. Its objects
-    # span 2-3 cells of the 8x8 latent grid, as tiny's do. Not yet measured on a GPU, nor its batch sized from
-    # memory_analysis().
+    # span 2-3 cells of the 8x8 latent grid, as tiny's do.
     c.train_dit.optimizer = "muon"
   elif preset == "test":
     c.data.num_train = 64
