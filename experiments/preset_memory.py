@@ -3,11 +3,11 @@ largest batch that fits one accelerator.
 
   python experiments/preset_memory.py --config=configs/shapes.py:small \
       --config.vae.dtype=bfloat16 --config.dit.dtype=bfloat16 --vae_batches=4,8,16,32 --dit_batches=16,32,64,128
-  python experiments/preset_memory.py --preset=small --vae_batches=8 --dit_batches=   # float32 (the job's log)
-  python experiments/preset_memory.py --preset=small --budget_gb=40 --devices=1 [--out=F]
+  python experiments/preset_memory.py --config=configs/shapes.py:small --config.vae.dtype=float32 \
+      --config.train_vae.grad_accum_steps=1 --vae_batches=8 --dit_batches=   # float32 (the old preset's log)
+  python experiments/preset_memory.py --config=configs/shapes.py:small --budget_gb=40 --devices=1 [--out=F]
 
---config takes any config file and preset with dotted overrides (--config.train_vae.grad_accum_steps=2);
---preset=NAME is configs/shapes.py:NAME, with the same overrides. Each step is the one vidgen/train/loop.py
+--config takes any config file and preset with dotted overrides (--config.train_vae.grad_accum_steps=2). Each step is the one vidgen/train/loop.py
 train() compiles: the TrainSpec of vae_trainer.vae_spec / dit_trainer.dit_spec (loss, optimizer, EMA, rules,
 gradient accumulation of the config), loop.state_creator and loop.make_train_step, on a mesh of config.mesh
 over --devices devices. Nothing is allocated: the state is jax.eval_shape'd, the batch ShapeDtypeStructs of
@@ -33,7 +33,6 @@ takes longer than --max_compile_s, the larger batches of that step are skipped (
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import math
 import os
@@ -45,6 +44,8 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from vidgen import atomic_files
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -53,8 +54,6 @@ def define_flags():
   time_to_quality, which define --config and --out too)."""
   config_flags.DEFINE_config_file("config", os.path.join(ROOT, "configs/shapes.py:small"),
                                   "Config file and preset; --config.FIELD=VALUE overrides.", lock_config=False)
-  flags.DEFINE_string("preset", None, "configs/shapes.py preset (instead of --config's file and preset; "
-                      "--config.FIELD overrides still apply).")
   flags.DEFINE_list("vae_batches", ["4", "8", "16", "32"], "VAE train-step batch sizes (global).")
   flags.DEFINE_list("dit_batches", ["16", "32", "64", "128"], "DiT train-step batch sizes (global).")
   flags.DEFINE_float("budget_gb", 80.0, "Accelerator memory per device, GiB.")
@@ -67,21 +66,6 @@ def define_flags():
 
 
 STEPS = ("vae", "dit")
-
-
-def load_preset(preset: str, overrides: dict | None = None, config_file: str = "configs/shapes.py"):
-  """CONFIG_FILE's preset, loaded by path as the CLI loads it, with dotted overrides {'vae.dtype': ...}."""
-  spec = importlib.util.spec_from_file_location("preset_memory_config", os.path.join(ROOT, config_file))
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  config = module.get_config(preset)
-  for dotted, value in (overrides or {}).items():
-    node = config
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return config
 
 
 def _abstract_vae_params(config):
@@ -193,8 +177,7 @@ def largest_fit(rows: list[dict], limit: float) -> dict:
 def measure(config, vae_batches=(), dit_batches=(), budget_gb: float = 80.0, headroom: float = 0.1,
             devices=None, max_compile_s: float = 0.0, log=print) -> dict:
   """Every row of this experiment: each step at each batch (ascending), until a compile exceeds max_compile_s."""
-  limit = budget_gb * 2**30 * (1.0 - headroom)
-  result = {"budget_bytes": budget_gb * 2**30, "limit_bytes": limit, "headroom": headroom, "steps": {}}
+  steps = {}
   for step, batches in (("vae", vae_batches), ("dit", dit_batches)):
     rows, too_slow = [], False
     for b in sorted(int(x) for x in batches):
@@ -203,18 +186,17 @@ def measure(config, vae_batches=(), dit_batches=(), budget_gb: float = 80.0, hea
         log(f"{step} batch {b}: skipped")
         continue
       row = step_memory(config, step, b, devices)
-      row["fits"] = row["total"] <= limit
       rows.append(row)
       log(f"{step} batch {b}: total {_gib(row['total'])} GiB, compile {row['compile_s']} s (lower {row['lower_s']} "
           f"s; CPU time of both {row['lower_and_compile_cpu_s']} s)")
       too_slow = bool(max_compile_s) and row["compile_s"] > max_compile_s
     if rows:
-      result["steps"][step] = {"rows": rows, "largest_fit": largest_fit(rows, limit)}
-  return result
+      steps[step] = {"rows": rows}
+  return refit({"steps": steps}, budget_gb, headroom)
 
 
 def refit(result: dict, budget_gb: float, headroom: float) -> dict:
-  """A saved result's fits and extrapolations for another budget."""
+  """`result` with each row's fit and each step's largest fit for this budget (also for a saved result)."""
   limit = budget_gb * 2**30 * (1.0 - headroom)
   result = dict(result, budget_bytes=budget_gb * 2**30, limit_bytes=limit, headroom=headroom)
   for s in result["steps"].values():
@@ -276,10 +258,7 @@ def main(argv):
       print(table(refit(json.load(fh), f.budget_gb, f.headroom)))
     return
   import jax
-  if f.preset:
-    config = load_preset(f.preset, config_flags.get_override_values(f["config"]))
-  else:
-    config = f.config
+  config = f.config
   start = time.time()
   result = measure(config, f.vae_batches, f.dit_batches, f.budget_gb, f.headroom, jax.devices()[:f.devices],
                    f.max_compile_s)
@@ -288,8 +267,7 @@ def main(argv):
   print(table(result))
   print(f"wall {result['wall_s']} s, peak RSS {_gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)} GiB")
   if f.out:
-    with open(f.out, "w") as fh:
-      json.dump(result, fh, indent=1, default=str)
+    atomic_files.write_json(f.out, result, indent=1, default=str)
 
 
 if __name__ == "__main__":
