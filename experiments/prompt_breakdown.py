@@ -1,12 +1,15 @@
-r"""Where a trained Shapes denoiser fails the two-object and paraphrase sets, for one workdir:
+r"""Where a trained Shapes denoiser fails: single objects (which way direction goes wrong), two objects, paraphrases:
 
   python experiments/prompt_breakdown.py --workdir=W [--num=32] [--use_ema=false]
 
-1. Two-object prompts (shapes.two_object_prompts) with both compositions held out, as evaluation asks, and with
+1. Single-object prompts of held-out and of training compositions (the evaluation's sets): the direction
+   misses as (asked, detected) motions, and how many went the opposite way (the right axis, the wrong sign),
+   stood still, or moved across.
+2. Two-object prompts (shapes.two_object_prompts) with both compositions held out, as evaluation asks, and with
    both from training: all-correct and per-attribute rates, how many objects fail on each attribute, and the
    detected motions (a pair that stands still shows up as 'static'). Held-out far below training means binding
    does not generalise; both low means two objects are not learned at all.
-2. The paraphrase set (shapes.paraphrase_prompts, 2 * --num prompts) by template: all-correct and shape rate
+3. The paraphrase set (shapes.paraphrase_prompts, 2 * --num prompts) by template: all-correct and shape rate
    per held-out word order, and the (asked, detected) shapes of the failures.
 The config is the run's own (its newest DiT checkpoint's, over its preset), as experiments/time_to_quality.py
 reads it; --use_ema overrides sample.use_ema (a run trained with an EMA can be judged on its raw weights).
@@ -28,6 +31,15 @@ _NUM = flags.DEFINE_integer("num", 32, "Two-object prompts per set (the paraphra
 _USE_EMA = flags.DEFINE_bool("use_ema", None, "Sample the EMA weights (default: the run's sample.use_ema).")
 
 
+def _miss_kind(asked: str, detected: str) -> str:
+  """'opposite' (the right axis, the wrong sign), 'static', 'across' (the other axis) or 'none' (no object)."""
+  from vidgen.data import shapes
+  if detected not in shapes.MOTION_VECTORS:
+    return "static" if detected == "static" else "none"
+  (ax, ay), (dx, dy) = shapes.MOTION_VECTORS[asked], shapes.MOTION_VECTORS[detected]
+  return "opposite" if (ax, ay) == (-dx, -dy) else "across"
+
+
 def main(argv):
   del argv
   import numpy as np
@@ -43,6 +55,15 @@ def main(argv):
   def judged(prompts):
     report = shapes_judge.judge_batch(generator.generate(prompts, progress=False), prompts, spec)
     return report, report["per_prompt"]
+
+  for name, comps in (("held-out", shapes.HELDOUT_COMPOSITIONS), ("training", shapes.TRAIN_COMPOSITIONS)):
+    report, results = judged(shapes.eval_prompts(2 * _NUM.value, seed=config.seed, compositions=comps))
+    asked = [(shapes.parse_prompt(r["prompt"])[0].motion, str(r["objects"][0]["detected_motion"])) for r in results
+             if not r["objects"][0]["direction_ok"]]
+    kinds = collections.Counter(_miss_kind(a, d) for a, d in asked)
+    print(f"single object, {name} compositions: all-correct {report['all_correct_rate']:.1%}, direction "
+          f"{report['direction_accuracy']:.1%} of {len(results)}; direction misses {dict(kinds)}, (asked, detected) "
+          f"{dict(collections.Counter(asked))}")
 
   for name, comps in (("held-out", shapes.HELDOUT_COMPOSITIONS), ("training", shapes.TRAIN_COMPOSITIONS)):
     report, results = judged(shapes.two_object_prompts(_NUM.value, seed=config.seed, compositions=comps))
