@@ -4,7 +4,8 @@ r"""Where a trained Shapes denoiser fails: single objects (which way direction g
 
 1. Single-object prompts of held-out and of training compositions (the evaluation's sets): the direction
    misses as (asked, detected) motions, and how many went the opposite way (the right axis, the wrong sign),
-   stood still, or moved across.
+   stood still, or moved across; and how far the objects travel (the judge's fitted displacement) as a share of
+   the data's speed * (num_frames - 1).
 2. Two-object prompts (shapes.two_object_prompts) with both compositions held out, as evaluation asks, and with
    both from training: all-correct and per-attribute rates, how many objects fail on each attribute, and the
    detected motions (a pair that stands still shows up as 'static'). Held-out far below training means binding
@@ -61,9 +62,10 @@ def main(argv):
     asked = [(shapes.parse_prompt(r["prompt"])[0].motion, str(r["objects"][0]["detected_motion"])) for r in results
              if not r["objects"][0]["direction_ok"]]
     kinds = collections.Counter(_miss_kind(a, d) for a, d in asked)
+    travel = np.mean([r["objects"][0]["displacement"] for r in results]) / spec.travel
     print(f"single object, {name} compositions: all-correct {report['all_correct_rate']:.1%}, direction "
-          f"{report['direction_accuracy']:.1%} of {len(results)}; direction misses {dict(kinds)}, (asked, detected) "
-          f"{dict(collections.Counter(asked))}")
+          f"{report['direction_accuracy']:.1%} of {len(results)}; mean travel {travel:.2f} of the data's; direction "
+          f"misses {dict(kinds)}, (asked, detected) {dict(collections.Counter(asked))}")
 
   for name, comps in (("held-out", shapes.HELDOUT_COMPOSITIONS), ("training", shapes.TRAIN_COMPOSITIONS)):
     report, results = judged(shapes.two_object_prompts(_NUM.value, seed=config.seed, compositions=comps))
