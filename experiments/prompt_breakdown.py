@@ -28,7 +28,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import time_to_quality  # noqa: E402  (experiments/ is not a package)
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A trained Shapes workdir.", required=True)
-_NUM = flags.DEFINE_integer("num", 32, "Two-object prompts per set (the single-object and paraphrase sets have twice as many).")
+_NUM = flags.DEFINE_integer("num", 32, "Two-object prompts per set (the single-object and paraphrase sets have "
+                            "twice as many).")
 _USE_EMA = flags.DEFINE_bool("use_ema", None, "Sample the EMA weights (default: the run's sample.use_ema).")
 
 
