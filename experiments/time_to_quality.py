@@ -7,6 +7,7 @@ Train each run keeping its DiT checkpoints (orbax keeps only the newest config.c
       --config.train_dit.ckpt_every=100 --config.checkpoint_keep=100
   python experiments/time_to_quality.py --run=old:runs/old --run=new:runs/new \
       [--out=experiments/time_to_quality.png] [--steps=100,200,...] [--target=0.9]
+  python experiments/time_to_quality.py --load=old:old_points.json --run=new:runs/new  # old judged before
 
 Writes --out (two panels: all-correct against wall minutes and against training FLOPs, the target dashed), the
 points beside it as JSON (same name, .json), and prints a markdown table for experiments/README.md.
@@ -50,6 +51,9 @@ _CONFIG_FILE = flags.DEFINE_string("config_file", os.path.join(_ROOT, "configs/s
                                    "fields the saved config lacks.")
 _OUT = flags.DEFINE_string("out", os.path.join(_ROOT, "experiments/time_to_quality.png"),
                            "The PNG; the points go beside it as .json.")
+_LOAD = flags.DEFINE_multi_string("load", [], "LABEL:JSON: a run judged before, from the points JSON this script "
+                                   "wrote (the run labelled LABEL there, or its only run, relabelled LABEL); "
+                                   "repeatable, drawn before the --run ones.")
 _STEPS = flags.DEFINE_list("steps", [], "Judge only these DiT steps (default: every kept checkpoint).")
 _TARGET = flags.DEFINE_float("target", 0.9, "The held-out all-correct goal, drawn dashed.")
 _PROGRESS = flags.DEFINE_bool("progress", True, "Show sampling progress bars.")
@@ -257,23 +261,36 @@ def print_table(runs: list[dict], target: float) -> None:
           f"DiT seconds outside logged steps {run['dit_overhead_s']:.1f}")
 
 
-def parse_run(value: str) -> tuple[str, str]:
-  label, sep, workdir = value.partition(":")
-  if not sep or not label or not workdir:
-    raise app.UsageError(f"--run={value!r}: expected LABEL:WORKDIR, e.g. --run=new:runs/new")
-  return label, workdir
+def parse_run(value: str, flag: str = "run", example: str = "new:runs/new") -> tuple[str, str]:
+  label, sep, path = value.partition(":")
+  if not sep or not label or not path:
+    raise app.UsageError(f"--{flag}={value!r}: expected LABEL:{'WORKDIR' if flag == 'run' else 'JSON'}, "
+                         f"e.g. --{flag}={example}")
+  return label, path
+
+
+def load_run(label: str, path: str) -> dict:
+  """The run labelled `label` of a points JSON written before (or its only run, relabelled)."""
+  with open(path) as f:
+    runs = json.load(f)["runs"]
+  named = [run for run in runs if run["label"] == label]
+  if not named and len(runs) != 1:
+    raise app.UsageError(f"--load={label}:{path}: no run labelled {label!r} there, and it holds "
+                         f"{len(runs)} runs ({', '.join(run['label'] for run in runs)}): name one of them")
+  return dict((named or runs)[0], label=label)
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  if not _RUN.value:
-    raise app.UsageError("give at least one --run=LABEL:WORKDIR")
+  if not _RUN.value and not _LOAD.value:
+    raise app.UsageError("give at least one --run=LABEL:WORKDIR or --load=LABEL:JSON")
   if not flags.FLAGS["verbosity"].present:
     from vidgen import logs
     logs.quiet_libraries()  # as vidgen's command line: orbax logs every restore
   wanted = [int(s) for s in _STEPS.value]
-  runs = [judge_steps(label, workdir, wanted, _PROGRESS.value) for label, workdir in map(parse_run, _RUN.value)]
+  runs = [load_run(*parse_run(value, "load", "old:runs/old/ttq.json")) for value in _LOAD.value]
+  runs += [judge_steps(label, workdir, wanted, _PROGRESS.value) for label, workdir in map(parse_run, _RUN.value)]
   sources = {json.dumps(run["wall_source"], sort_keys=True) for run in runs}
   if len(sources) > 1:
     _warn("the runs' wall seconds come from different logs (wall_source: report.json's stage seconds or the "

@@ -45,6 +45,19 @@ def test_a_resumed_run_logs_steps_again_and_the_last_row_counts(tmp_path):
   assert [r["step"] for r in read] == [2, 4, 5] and read[1]["step_time_s"] == 9.0
 
 
+def test_load_a_run_judged_before(tmp_path):
+  path = tmp_path / "points.json"
+  path.write_text(json.dumps(dict(target=0.9, runs=[dict(label="a", points=[1]), dict(label="b", points=[2])])))
+  assert ttq.load_run("b", str(path)) == dict(label="b", points=[2])
+  with pytest.raises(ttq.app.UsageError, match=r"no run labelled 'c' there, and it holds 2 runs \(a, b\)"):
+    ttq.load_run("c", str(path))
+  path.write_text(json.dumps(dict(target=0.9, runs=[dict(label="a", points=[1])])))
+  assert ttq.load_run("old", str(path)) == dict(label="old", points=[1])  # its only run, relabelled
+  assert ttq.parse_run("old:x.json", "load") == ("old", "x.json")
+  with pytest.raises(ttq.app.UsageError, match=r"--load='x.json': expected LABEL:JSON"):
+    ttq.parse_run("x.json", "load")
+
+
 def test_saved_config_over_todays_preset():
   base = ml_collections.ConfigDict(dict(a=1, dims=(1, 2), sub=dict(x="k", new=3.0)))
   missing = ttq.overlay(base, dict(a=2, dims=[4, 8], sub=dict(x="j"), gone=5))
