@@ -271,8 +271,11 @@ def parse_run(value: str, flag: str = "run", example: str = "new:runs/new") -> t
 
 def load_run(label: str, path: str) -> dict:
   """The run labelled `label` of a points JSON written before (or its only run, relabelled)."""
-  with open(path) as f:
-    runs = json.load(f)["runs"]
+  try:
+    with open(path) as f:
+      runs = json.load(f)["runs"]
+  except (OSError, ValueError, KeyError, TypeError) as e:
+    raise app.UsageError(f"--load={label}:{path}: not a points JSON this script wrote ({e!r})") from None
   named = [run for run in runs if run["label"] == label]
   if not named and len(runs) != 1:
     raise app.UsageError(f"--load={label}:{path}: no run labelled {label!r} there, and it holds "

@@ -54,6 +54,9 @@ def test_load_a_run_judged_before(tmp_path):
   path.write_text(json.dumps(dict(target=0.9, runs=[dict(label="a", points=[1])])))
   assert ttq.load_run("old", str(path)) == dict(label="old", points=[1])  # its only run, relabelled
   assert ttq.parse_run("old:x.json", "load") == ("old", "x.json")
+  path.write_text("{not json")
+  with pytest.raises(ttq.app.UsageError, match=r"--load=old:.*: not a points JSON this script wrote"):
+    ttq.load_run("old", str(path))
   with pytest.raises(ttq.app.UsageError, match=r"--load='x.json': expected LABEL:JSON"):
     ttq.parse_run("x.json", "load")
 
